@@ -1,0 +1,5 @@
+import sys
+
+from depthlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""Profiles: every size, budget and recipe setting of the course in one place.
+
+``quick``  tests and nbval: tiny sizes, seconds.
+``cpu``    the default a person runs: minutes on a 2-core laptop.
+``paper``  the course report's recipe on real NYU Depth V2 (meant for a GPU).
+
+Notebooks and the CLI read the profile name from ``DEPTHLIB_PROFILE`` (default ``cpu``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from depthlib.errors import ConfigError
+
+ENV_VAR = "DEPTHLIB_PROFILE"
+DEFAULT = "cpu"
+
+
+@dataclass(frozen=True)
+class RoomsConfig:
+    """The embedded procedural RGB-D dataset."""
+
+    n: int = 1449
+    height: int = 240
+    width: int = 320
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Supervised UNet++ depth training (the course report's recipe lives in the ``paper`` profile)."""
+
+    encoder: str = "resnet18"
+    encoder_depth: int = 5
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    height: int = 96  # network input size during training
+    width: int = 128
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 0.5
+    grad_clip: float = 1.0
+    min_depth: float = 0.1
+    max_depth: float = 10.0
+    label_fraction: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """SparK self-supervised pretraining of the same encoder."""
+
+    encoder: str = "resnet18"
+    encoder_depth: int = 5
+    height: int = 96
+    width: int = 128
+    mask_ratio: float = 0.6
+    n_images: int = 4000  # unlabelled pool (may exceed the labelled set)
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.04
+    warmup_epochs: float = 0.5
+    grad_clip: float = 5.0
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def with_(self, **changes) -> Profile:
+        """A copy with some top-level fields replaced."""
+        return replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        rooms=RoomsConfig(n=40, height=48, width=64),
+        finetune=FinetuneConfig(
+            decoder_channels=(32, 16, 16, 8, 8), height=32, width=64, epochs=2, batch_size=8
+        ),
+        pretrain=PretrainConfig(height=32, width=64, n_images=32, epochs=2, batch_size=8),
+    ),
+    "cpu": Profile(name="cpu"),
+    "paper": Profile(
+        name="paper",
+        rooms=RoomsConfig(n=1449, height=480, width=640),
+        # The course report: UNet++ with an ImageNet encoder, 15 epochs, lr 1e-4, batch 32, NYU 795/654.
+        finetune=FinetuneConfig(
+            encoder="resnet34",
+            decoder_channels=(256, 128, 64, 32, 16),
+            height=480,
+            width=640,
+            epochs=15,
+            batch_size=32,
+            lr=1e-4,
+            warmup_epochs=0.0,
+            num_workers=4,
+        ),
+        pretrain=PretrainConfig(
+            encoder="resnet34",
+            height=224,
+            width=288,
+            n_images=50000,
+            epochs=100,
+            batch_size=64,
+            lr=2e-4 * 64 / 256,
+            num_workers=4,
+        ),
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The named profile, else the one in ``$DEPTHLIB_PROFILE``, else ``cpu``."""
+    name = name or os.environ.get(ENV_VAR) or DEFAULT
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown profile {name!r}. Choose one of {', '.join(PROFILES)} "
+            f"(set it with --profile or the {ENV_VAR} environment variable)."
+        ) from None
