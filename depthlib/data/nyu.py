@@ -1,0 +1,392 @@
+"""NYU Depth V2's ``labeled.mat`` and ``splits.mat``: a lazy reader and writers of the same layout.
+
+``nyu_depth_v2_labeled.mat`` is MATLAB v7.3, i.e. HDF5 with MATLAB's reversed axes: ``images`` is
+(N, 3, W, H) uint8 and ``depths`` / ``rawDepths`` are (N, W, H) float32 metres, so one sample is
+``images[i].transpose(2, 1, 0)`` (H, W, 3) and ``depths[i].T`` (H, W). ``splits.mat`` is MATLAB 5
+(scipy reads it, h5py cannot) with 1-based ``trainNdxs`` / ``testNdxs`` column vectors.
+
+The writers produce exactly this layout so the procedural rooms set and small test fixtures go
+through the very code path real NYU takes. The reader never loads the 2.8 GB file: it reads one
+sample per ``__getitem__`` through an HDF5 handle opened lazily, once per process, so DataLoader
+workers each get their own handle (HDF5 handles must not be shared across a fork).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from depthlib.data.sample import DATA_SOURCES_HINT, make_sample
+from depthlib.errors import DataError
+
+__all__ = [
+    "LABELED_FILENAME",
+    "NYULabeled",
+    "find_splits_file",
+    "read_extras",
+    "read_splits",
+    "write_labeled",
+    "write_splits",
+]
+
+LABELED_FILENAME = "nyu_depth_v2_labeled.mat"
+EXTRAS_GROUP = "depthlib_extras"
+_JSON_ATTRS = "_json_attrs"  # names of group attributes stored as JSON (dicts, lists, None)
+_USERBLOCK = 512  # MATLAB v7.3 files are HDF5 with a 512-byte MATLAB header in front
+_MAT5_MAGIC = b"MATLAB 5.0 MAT-file"
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def write_labeled(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    depths: np.ndarray,
+    raw_depths: np.ndarray | None = None,
+    extras: dict[str, np.ndarray] | None = None,
+    attrs: dict | None = None,
+    compression: str | None = "gzip",
+) -> Path:
+    """Write an HDF5 file in the exact ``labeled.mat`` layout and return its path.
+
+    images (N, H, W, 3) uint8 and depths (N, H, W) float32 metres are stored transposed the MATLAB
+    way: ``images`` (N, 3, W, H), ``depths`` and ``rawDepths`` (N, W, H); ``raw_depths=None`` stores
+    a copy of ``depths``. ``extras`` are per-image arrays (first axis N, e.g. the rooms knobs) kept
+    in the group ``depthlib_extras``; ``attrs`` go onto that group (dicts and lists as JSON).
+    Each image is one HDF5 chunk, so reading one sample reads (and decompresses) only that sample.
+    The file is written under a temporary name and renamed, so a crash never leaves half a file.
+    """
+    images = np.asarray(images)
+    depths = np.asarray(depths, dtype=np.float32)
+    raw = depths if raw_depths is None else np.asarray(raw_depths, dtype=np.float32)
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"write_labeled: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}."
+        )
+    n, h, w, _ = images.shape
+    for label, arr in (("depths", depths), ("raw_depths", raw)):
+        if arr.shape != (n, h, w):
+            raise DataError(
+                f"write_labeled: {label} must be (N, H, W) = {(n, h, w)} like images, got {arr.shape}."
+            )
+    extras = dict(extras or {})
+    for key, value in extras.items():
+        if np.asarray(value).ndim == 0 or len(value) != n:
+            raise DataError(
+                f"write_labeled: extra {key!r} must have one entry per image (length {n}), "
+                f"got shape {np.shape(value)}."
+            )
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    opts = {"compression": compression, "shuffle": True} if compression else {}
+    try:
+        with h5py.File(tmp, "w", userblock_size=_USERBLOCK, libver="earliest") as f:
+            f.create_dataset(
+                "images", data=images.transpose(0, 3, 2, 1), chunks=(1, 3, w, h), **opts
+            )
+            f.create_dataset("depths", data=depths.transpose(0, 2, 1), chunks=(1, w, h), **opts)
+            f.create_dataset("rawDepths", data=raw.transpose(0, 2, 1), chunks=(1, w, h), **opts)
+            for name, cls in (("images", "uint8"), ("depths", "single"), ("rawDepths", "single")):
+                f[name].attrs["MATLAB_class"] = np.bytes_(cls)
+            if extras or attrs:
+                group = f.create_group(EXTRAS_GROUP)
+                for key, value in extras.items():
+                    group.create_dataset(key, data=_h5_array(value))
+                _write_attrs(group, attrs or {})
+        _write_matlab_header(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_splits(
+    path: str | os.PathLike, train_indices: np.ndarray, test_indices: np.ndarray
+) -> Path:
+    """Write a MATLAB-5 ``splits.mat``. The arguments are 0-BASED Python indices; the file stores
+    them 1-based as (n, 1) uint16 ``trainNdxs`` / ``testNdxs``, exactly like NYU's toolbox file."""
+    columns = {}
+    for key, values in (("trainNdxs", train_indices), ("testNdxs", test_indices)):
+        values = np.asarray(values).reshape(-1)
+        if values.size and (values.min() < 0 or values.max() >= np.iinfo(np.uint16).max):
+            raise DataError(
+                f"write_splits: {key} needs 0-based indices in [0, 65534], "
+                f"got range [{values.min()}, {values.max()}]."
+            )
+        columns[key] = (values.astype(np.int64) + 1).astype(np.uint16).reshape(-1, 1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            scipy.io.savemat(f, columns, format="5")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_extras(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """The per-image extras and the attributes ``write_labeled`` stored (both empty if none)."""
+    path = _check_hdf5(Path(path))
+    with h5py.File(path, "r") as f:
+        group = f.get(EXTRAS_GROUP)
+        if group is None:
+            return {}, {}
+        extras = {key: _from_h5(group[key][()]) for key in group}
+        json_keys = set(json.loads(group.attrs.get(_JSON_ATTRS, "[]")))
+        attrs = {}
+        for key, value in group.attrs.items():
+            if key == _JSON_ATTRS:
+                continue
+            value = _from_h5(value)
+            attrs[key] = json.loads(value) if key in json_keys else value
+    return extras, attrs
+
+
+def _h5_array(value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind == "U":  # h5py stores variable-length UTF-8 strings, not numpy unicode
+        return arr.astype(h5py.string_dtype())
+    return arr
+
+
+def _from_h5(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        return np.array([v.decode() if isinstance(v, bytes) else v for v in value.ravel()]).reshape(
+            value.shape
+        )
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write_attrs(group: h5py.Group, attrs: dict) -> None:
+    json_keys = []
+    for key, value in attrs.items():
+        if value is None or isinstance(value, dict | list | tuple):
+            group.attrs[key] = json.dumps(value)
+            json_keys.append(key)
+        else:
+            group.attrs[key] = value
+    if json_keys:
+        group.attrs[_JSON_ATTRS] = json.dumps(json_keys)
+
+
+def _write_matlab_header(path: Path) -> None:
+    """Fill the userblock with MATLAB's v7.3 header, as MATLAB itself writes it; scipy.io.loadmat
+    then recognises the file as v7.3 (HDF5) instead of failing on an unknown format."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
+    text = f"MATLAB 7.3 MAT-file, Platform: depthlib, Created on: {stamp} HDF5 schema 1.00 ."
+    header = text.encode().ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+    with open(path, "r+b") as f:
+        f.write(header.ljust(_USERBLOCK, b"\x00"))
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _check_hdf5(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"No dataset file at {path}. {DATA_SOURCES_HINT}")
+    if path.is_dir():
+        raise DataError(
+            f"{path} is a folder; pass the HDF5 file itself (e.g. {path / LABELED_FILENAME})."
+        )
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as f:
+            head = f.read(len(_MAT5_MAGIC))
+        if head == _MAT5_MAGIC:
+            raise DataError(
+                f"{path} is a MATLAB 5 file, not the HDF5 (MATLAB v7.3) labeled file. If it is "
+                f"splits.mat, pass it as splits_path and the labeled .mat as the dataset. "
+                f"{DATA_SOURCES_HINT}"
+            )
+        raise DataError(
+            f"{path} is not an HDF5 file (labeled.mat is MATLAB v7.3 = HDF5); it may be truncated "
+            f"or of another kind. {DATA_SOURCES_HINT}"
+        )
+    return path
+
+
+def find_splits_file(path: str | os.PathLike) -> Path | None:
+    """The split file beside a labeled file: ``<stem>_splits.mat``, else ``splits.mat``."""
+    path = Path(path)
+    for candidate in (path.with_name(f"{path.stem}_splits.mat"), path.with_name("splits.mat")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_splits(
+    path: str | os.PathLike, num_images: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """0-based (train, test) int64 indices from a MATLAB-5 split file with 1-based
+    ``trainNdxs`` / ``testNdxs``; with ``num_images`` every index must lie in 1..num_images."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No split file at {path}. {DATA_SOURCES_HINT}")
+    if h5py.is_hdf5(path):
+        raise DataError(
+            f"{path} is an HDF5 (MATLAB v7.3) file, not a MATLAB-5 split file: did you swap the "
+            "labeled .mat and splits.mat? Write a split file with depthlib.data.write_splits."
+        )
+    try:
+        content = scipy.io.loadmat(path)
+    except Exception as err:  # scipy raises ValueError, TypeError, OSError ... on foreign files
+        raise DataError(
+            f"{path} is not a readable MATLAB-5 split file ({type(err).__name__}: {err}). "
+            f"Use NYU's splits.mat or write one with depthlib.data.write_splits."
+        ) from err
+    missing = [key for key in ("trainNdxs", "testNdxs") if key not in content]
+    if missing:
+        found = sorted(k for k in content if not k.startswith("__"))
+        raise DataError(
+            f"Split file {path} lacks {' and '.join(missing)} (found: {found or 'nothing'}). "
+            "NYU's splits.mat holds 1-based trainNdxs and testNdxs column vectors."
+        )
+    splits = []
+    for key in ("trainNdxs", "testNdxs"):
+        values = np.asarray(content[key]).reshape(-1)
+        if values.dtype.kind not in "iuf" or not np.all(values == np.round(values)):
+            raise DataError(
+                f"Split file {path}: {key} must hold whole numbers, got {values.dtype}."
+            )
+        values = values.astype(np.int64)
+        upper = num_images if num_images is not None else np.iinfo(np.int64).max
+        bad = values[(values < 1) | (values > upper)]
+        if bad.size:
+            raise DataError(
+                f"Split file {path}: {key} has {bad.size} indices outside 1..{num_images} "
+                f"(e.g. {bad[:5].tolist()}). Indices are 1-based and must name images of the "
+                "labeled file; is this split file for a different dataset?"
+            )
+        splits.append(values - 1)
+    overlap = np.intersect1d(splits[0], splits[1])
+    if overlap.size:
+        raise DataError(
+            f"Split file {path}: {overlap.size} images are in both trainNdxs and testNdxs "
+            f"(0-based e.g. {overlap[:5].tolist()}); train and test must be disjoint."
+        )
+    return splits[0], splits[1]
+
+
+class NYULabeled:
+    """Lazy reader of a labeled.mat-layout HDF5 file, one sample dict per index.
+
+    split: "train" / "test" (from ``splits_path``, else ``<stem>_splits.mat`` or ``splits.mat``
+    beside the file) or "all" (every image, no split file needed). depth: "filled" (``depths``,
+    hole-filled) or "raw" (``rawDepths``, holes are 0 and come out invalid).
+    ``indices`` are the 0-based file indices of this split; sample ``i`` is file image
+    ``indices[i]`` and carries that file index as ``"index"``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        splits_path: str | os.PathLike | None = None,
+        depth: str = "filled",
+    ):
+        if split not in ("train", "test", "all"):
+            raise DataError(f"split must be 'train', 'test' or 'all', got {split!r}.")
+        if depth not in ("filled", "raw"):
+            raise DataError(f"depth must be 'filled' or 'raw', got {depth!r}.")
+        self.path = _check_hdf5(Path(path))
+        self.split = split
+        self.depth_kind = depth
+        self._depth_key = "depths" if depth == "filled" else "rawDepths"
+        self.num_images, self.image_size = self._inspect()
+        if split == "all":
+            self.splits_path = None
+            self.indices = np.arange(self.num_images, dtype=np.int64)
+        else:
+            self.splits_path = Path(splits_path) if splits_path else find_splits_file(self.path)
+            if self.splits_path is None:
+                raise DataError(
+                    f"No split file for {self.path}: looked for {self.path.stem}_splits.mat and "
+                    "splits.mat beside it. Pass splits_path=..., or split='all'. "
+                    + DATA_SOURCES_HINT
+                )
+            train, test = read_splits(self.splits_path, self.num_images)
+            self.indices = train if split == "train" else test
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    def _inspect(self) -> tuple[int, tuple[int, int]]:
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise DataError(
+                f"Cannot open {self.path} as HDF5 ({err}); it may be truncated."
+            ) from err
+        with f:
+            missing = [k for k in ("images", self._depth_key) if k not in f]
+            if missing:
+                raise DataError(
+                    f"{self.path} has no {' or '.join(missing)} dataset (found: {sorted(f)}), so it "
+                    f"is not in NYU's labeled.mat layout. {DATA_SOURCES_HINT}"
+                )
+            images, depths = f["images"], f[self._depth_key]
+            if (
+                images.ndim != 4
+                or images.shape[1] != 3
+                or depths.shape
+                != (
+                    images.shape[0],
+                    *images.shape[2:],
+                )
+            ):
+                raise DataError(
+                    f"{self.path}: images {images.shape} and {self._depth_key} {depths.shape} are "
+                    "not NYU's (N, 3, W, H) and (N, W, H) layout."
+                )
+            n, _, w, h = images.shape
+        return int(n), (int(h), int(w))
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        index = int(self.indices[i])
+        f = self._file()
+        rgb = f["images"][index].transpose(2, 1, 0)
+        depth = f[self._depth_key][index].T
+        return make_sample(rgb, depth, index, f"{index:05d}")
+
+    def close(self) -> None:
+        """Close this process's handle (reopened on the next read)."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+    def __getstate__(self) -> dict:  # a worker process opens its own handle
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        state["_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"NYULabeled({str(self.path)!r}, split={self.split!r}, depth={self.depth_kind!r}: "
+            f"{len(self)} of {self.num_images} images, {self.image_size[0]}x{self.image_size[1]})"
+        )
