@@ -1,0 +1,428 @@
+"""Sparse operators, the to_sparse rewrite and the reference submanifold convolution."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from depthlib.errors import ConfigError, DataError
+from depthlib.masking import gather_visible, make_patch_mask, upsample_mask
+from depthlib.sparse import (
+    SparseAvgPool2d,
+    SparseBatchNorm2d,
+    SparseContext,
+    SparseConv2d,
+    SparseEncoder,
+    SparseLayerNorm,
+    SparseLinear,
+    SparseMaxPool2d,
+    SparseSyncBatchNorm2d,
+    to_dense,
+    to_sparse,
+)
+from depthlib.sparse_reference import (
+    dense_conv_macs,
+    markdown_table,
+    measure_sparse_vs_dense,
+    sparse_conv_macs,
+    submanifold_conv2d,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _masked_features(batch=2, channels=8, height=32, width=64, patch=8, ratio=0.6, seed=0):
+    grid = make_patch_mask(batch, height, width, patch, ratio, seed=seed)
+    x = torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
+    return x * upsample_mask(grid, (height, width)), grid
+
+
+def _outside(feature, grid):
+    return feature * ~upsample_mask(grid, feature.shape[-2:])
+
+
+# --- the reference submanifold convolution ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation", "groups", "bias"),
+    [(3, 1, 1, 1, True), (3, 2, 1, 1, False), (1, 2, 1, 1, True), (7, 1, 1, 8, True),
+     (7, 2, 1, 1, True), (3, 1, 2, 2, False), (4, 4, 1, 1, True)],
+)  # fmt: skip
+def test_masked_dense_conv_equals_reference_sparse_conv(kernel, stride, dilation, groups, bias):
+    torch.manual_seed(0)
+    x, grid = _masked_features()
+    padding = dilation * (kernel - 1) // 2
+    ctx = SparseContext()
+    conv = SparseConv2d(8, 16, kernel, stride, padding, dilation, groups, bias, ctx=ctx)
+    with torch.no_grad(), ctx.active(grid):
+        emulated = conv(x)
+    reference, active = submanifold_conv2d(
+        x, upsample_mask(grid, x.shape[-2:]), conv.weight, conv.bias, stride, padding, dilation,
+        groups,
+    )  # fmt: skip
+    assert torch.equal(active, upsample_mask(grid, emulated.shape[-2:])[:, 0])
+    on_active = active[:, None].expand_as(emulated)
+    assert (emulated[on_active] - reference[on_active]).abs().max() <= 1e-5
+    assert (emulated[~on_active] == 0).all() and (reference[~on_active] == 0).all()
+
+
+def test_reference_ignores_inactive_inputs_and_matches_dense_when_all_active():
+    torch.manual_seed(0)
+    x, grid = _masked_features()
+    mask = upsample_mask(grid, x.shape[-2:])
+    weight, bias = torch.randn(4, 8, 3, 3) * 0.1, torch.randn(4)
+    clean, _ = submanifold_conv2d(x, mask, weight, bias, padding=1)
+    noisy, _ = submanifold_conv2d(x + 100 * ~mask, mask, weight, bias, padding=1)
+    assert torch.equal(clean, noisy)  # only active neighbours contribute
+    everywhere, _ = submanifold_conv2d(x, torch.ones_like(mask), weight, bias, stride=2, padding=1)
+    assert torch.allclose(everywhere, F.conv2d(x, weight, bias, 2, 1), atol=1e-5)
+
+
+def test_reference_refuses_non_same_padding_and_wrong_mask():
+    x, grid = _masked_features()
+    mask = upsample_mask(grid, x.shape[-2:])
+    with pytest.raises(ConfigError, match="same"):
+        submanifold_conv2d(x, mask, torch.randn(4, 8, 3, 3), padding=0)
+    with pytest.raises(DataError, match="does not match"):
+        submanifold_conv2d(x, grid, torch.randn(4, 8, 3, 3), padding=1)
+
+
+def test_macs_scale_with_visible_fraction():
+    x, grid = _masked_features(ratio=0.75)
+    mask = upsample_mask(grid, x.shape[-2:])
+    weight = torch.randn(16, 8, 3, 3)
+    _, active = submanifold_conv2d(x, mask, weight, padding=1)
+    dense = dense_conv_macs(weight, 2, (32, 64))
+    assert dense == 2 * 32 * 64 * 16 * 8 * 9
+    assert sparse_conv_macs(weight, active) / dense == pytest.approx(float(mask.float().mean()))
+
+
+def test_measure_sparse_vs_dense_small():
+    rows = measure_sparse_vs_dense(8, 16, 2, (0.5, 0.75), patch=4, repeats=1, num_threads=1)
+    assert [r["ratio"] for r in rows] == [0.5, 0.75]
+    for row in rows:
+        assert row["macs_fraction"] == pytest.approx(row["visible"])
+        assert row["max_abs_diff"] <= 1e-5
+        assert row["dense_ms"] > 0 and row["sparse_ms"] > 0
+    assert len(markdown_table(rows).splitlines()) == 4
+
+
+# --- single operators ---------------------------------------------------------------------
+
+
+def test_sparse_batchnorm_equals_batchnorm1d_on_visible_features():
+    torch.manual_seed(0)
+    ctx = SparseContext()
+    sparse_bn = SparseBatchNorm2d(8, momentum=0.3, ctx=ctx)
+    reference = nn.BatchNorm1d(8, momentum=0.3)
+    with torch.no_grad():
+        sparse_bn.weight.uniform_(0.5, 1.5)
+        sparse_bn.bias.uniform_(-0.5, 0.5)
+    reference.load_state_dict(sparse_bn.state_dict())
+    for step in range(3):  # train mode: batch statistics and running statistics
+        x, grid = _masked_features(seed=step)
+        x = x + 3.0 * upsample_mask(grid, x.shape[-2:])  # visible mean far from masked zeros
+        with ctx.active(grid):
+            out = sparse_bn(x)
+        expected = reference(gather_visible(x, grid))
+        assert torch.allclose(gather_visible(out, grid), expected, atol=1e-5)
+        assert (_outside(out, grid) == 0).all()
+    assert torch.allclose(sparse_bn.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(sparse_bn.running_var, reference.running_var, atol=1e-6)
+    assert int(sparse_bn.num_batches_tracked) == 3
+    assert sparse_bn.running_mean.mean() > 1.0  # the masked zeros did not pull it down
+    sparse_bn.eval(), reference.eval()
+    x, grid = _masked_features(seed=9)
+    with ctx.active(grid):
+        out = sparse_bn(x)
+    assert torch.allclose(gather_visible(out, grid), reference(gather_visible(x, grid)), atol=1e-5)
+
+
+def test_sparse_sync_batchnorm_without_distributed_is_sparse_batchnorm():
+    ctx = SparseContext()
+    sync, plain = SparseSyncBatchNorm2d(8, ctx=ctx), SparseBatchNorm2d(8, ctx=ctx)
+    x, grid = _masked_features()
+    with ctx.active(grid):
+        assert torch.allclose(sync(x), plain(x), atol=1e-6)
+    assert torch.allclose(sync.running_var, plain.running_var, atol=1e-6)
+
+
+def _sync_bn_worker(rank, world, init_file, out_dir):
+    """One rank of the distributed test: half the batch, compared with the full-batch reference."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        x, grid = _masked_features(batch=4, seed=1)
+        x = x + 2.0 * upsample_mask(grid, x.shape[-2:])
+        grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+        ctx = SparseContext()
+        reference, sync = SparseBatchNorm2d(8, ctx=ctx), SparseSyncBatchNorm2d(8, ctx=ctx)
+        full = x.clone().requires_grad_()
+        with ctx.active(grid):
+            reference_out = reference(full)
+        (reference_out * grad_out).sum().backward()
+        part = slice(2 * rank, 2 * rank + 2)
+        mine = x[part].clone().requires_grad_()
+        with ctx.active(grid[part]):  # each rank has its own half of the batch and mask
+            out = sync(mine)
+        (out * grad_out[part]).sum().backward()
+        weight_grad = sync.weight.grad.clone()
+        torch.distributed.all_reduce(weight_grad)  # what DDP sums (before averaging)
+        pairs = {
+            "output": (out, reference_out[part]),
+            "input_grad": (mine.grad, full.grad[part]),
+            "weight_grad": (weight_grad, reference.weight.grad),
+            "running_mean": (sync.running_mean, reference.running_mean),
+            "running_var": (sync.running_var, reference.running_var),
+        }
+        text = "\n".join(
+            f"{key} {float((a - b).abs().max() / b.abs().max()):.3e}"  # relative to the scale
+            for key, (a, b) in ((k, (a.detach(), b.detach())) for k, (a, b) in pairs.items())
+        )
+        Path(out_dir, f"rank{rank}.txt").write_text(text)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sparse_sync_batchnorm_across_two_processes_equals_full_batch(tmp_path):
+    torch.multiprocessing.spawn(
+        _sync_bn_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2
+    )
+    for rank in range(2):
+        for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines():
+            key, value = line.split()
+            assert float(value) <= 1e-5, f"rank {rank}: {key} differs by {value}"
+
+
+def test_sparse_layernorm_channels_first_and_last():
+    torch.manual_seed(0)
+    ctx = SparseContext()
+    x, grid = _masked_features()
+    first = SparseLayerNorm(8, eps=1e-6, data_format="channels_first", ctx=ctx)
+    last = SparseLayerNorm(8, eps=1e-6, data_format="channels_last", ctx=ctx)
+    with torch.no_grad():
+        first.weight.uniform_(0.5, 1.5)
+        first.bias.uniform_(-1, 1)
+        last.load_state_dict(first.state_dict())
+    expected = F.layer_norm(gather_visible(x, grid), (8,), first.weight, first.bias, 1e-6)
+    with ctx.active(grid):
+        out_first = first(x)
+        out_last = last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        pooled = last(torch.ones(3, 8))  # (B, C) vectors have no positions: plain LayerNorm
+    for out in (out_first, out_last):
+        assert torch.allclose(gather_visible(out, grid), expected, atol=1e-5)
+        assert (_outside(out, grid) == 0).all()  # a dense LN would write its bias there
+    assert torch.allclose(pooled, F.layer_norm(torch.ones(3, 8), (8,), last.weight, last.bias))
+
+
+def test_sparse_linear_masks_channels_last_maps_only():
+    ctx = SparseContext()
+    linear = SparseLinear(8, 4, ctx=ctx)
+    x, grid = _masked_features()
+    with ctx.active(grid):
+        out = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        pooled = linear(torch.ones(2, 8))
+    expected = gather_visible(x, grid) @ linear.weight.T + linear.bias
+    assert torch.allclose(gather_visible(out, grid), expected, atol=1e-5)
+    assert (_outside(out, grid) == 0).all()
+    assert torch.allclose(pooled, F.linear(torch.ones(2, 8), linear.weight, linear.bias))
+
+
+@pytest.mark.parametrize(
+    ("sparse_cls", "dense_cls", "args"),
+    [(SparseMaxPool2d, nn.MaxPool2d, (3, 2, 1)), (SparseAvgPool2d, nn.AvgPool2d, (2, 2))],
+)
+def test_sparse_pools_are_dense_pools_times_mask(sparse_cls, dense_cls, args):
+    x, grid = _masked_features()
+    ctx = SparseContext()
+    with ctx.active(grid):
+        out = sparse_cls(*args, ctx=ctx)(x)
+    dense = dense_cls(*args)(x)
+    assert torch.equal(out, dense * upsample_mask(grid, out.shape[-2:]))
+    assert (_outside(out, grid) == 0).all()
+
+
+# --- the rewrite ------------------------------------------------------------------------
+
+
+def _smp_encoder(name):
+    import segmentation_models_pytorch as smp  # a dependency: must import offline
+
+    torch.manual_seed(0)
+    return smp.encoders.get_encoder(name, weights=None)
+
+
+@torch.no_grad()
+def _randomize_bn_stats(model):
+    """Non-trivial running statistics, so that eval mode really uses them."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "tu-convnext_atto"])
+def test_to_sparse_keeps_keys_and_tensors_and_to_dense_restores_types(name):
+    encoder = _smp_encoder(name)
+    types = {n: type(m) for n, m in encoder.named_modules()}
+    sparse, ctx = to_sparse(encoder)
+    assert list(sparse.state_dict()) == list(encoder.state_dict())
+    for a, b in zip(sparse.state_dict().values(), encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert {n: type(m) for n, m in encoder.named_modules()} == types  # only the copy changed
+    rewritten = [m for m in sparse.modules() if hasattr(m, "sparse_ctx")]
+    assert len(rewritten) > 10 and all(m.sparse_ctx is ctx for m in rewritten)
+    dense = to_dense(sparse)
+    assert {n: type(m) for n, m in dense.named_modules()} == types
+    assert not any(hasattr(m, "sparse_ctx") for m in dense.modules())
+    encoder.load_state_dict(sparse.state_dict())  # an exported sparse encoder loads into dense
+
+
+def test_to_sparse_inplace_and_sync_batchnorm():
+    encoder = _smp_encoder("resnet18")
+    sparse, _ = to_sparse(encoder, inplace=True, sync_batchnorm=True)
+    assert sparse is encoder and type(encoder.conv1) is SparseConv2d
+    assert isinstance(encoder.conv1, nn.Conv2d)  # still a Conv2d for code that checks types
+    assert type(encoder.bn1) is SparseSyncBatchNorm2d
+    assert to_dense(encoder, inplace=True) is encoder
+    assert type(encoder.conv1) is nn.Conv2d and type(encoder.bn1) is nn.BatchNorm2d
+    assert "process_group" not in encoder.bn1.__dict__
+
+
+def _compare_all_ones(dense, train):
+    """A sparse twin with nothing masked must compute exactly what the dense model computes.
+
+    float64, so that the only differences left are rounding (float32 gives ~1e-6 relative)."""
+    dense = dense.double().train(train)
+    _randomize_bn_stats(dense)
+    encoder = SparseEncoder(dense)
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(2, 1, 2, 3, dtype=torch.bool)
+    expected, got = dense(x), encoder(x, ones)
+    expected = [expected] if torch.is_tensor(expected) else expected
+    got = [got] if torch.is_tensor(got) else got
+    for e, g in zip(expected, got, strict=True):
+        assert e.shape == g.shape
+        assert e.numel() == 0 or (e - g).abs().max() <= 1e-10  # smp's ConvNeXt has an empty stage
+    dense_state, sparse_state = dense.state_dict(), encoder.encoder.state_dict()
+    for key, value in dense_state.items():  # running statistics updated identically in train
+        assert torch.allclose(value.double(), sparse_state[key].double(), atol=1e-10), key
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name", ["resnet18", "tu-convnext_atto"])
+def test_all_ones_mask_reproduces_smp_encoder(name, train):
+    _compare_all_ones(_smp_encoder(name), train)
+
+
+def test_all_ones_mask_reproduces_torchvision_and_timm_models():
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    _compare_all_ones(nn.Sequential(*list(resnet.children())[:-2]), True)  # without the head
+    for name, kwargs in [("resnet18d", {}), ("convnext_atto", {"conv_mlp": False})]:
+        model = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        _compare_all_ones(model, True)
+
+
+@pytest.mark.parametrize("conv_mlp", [True, False])
+def test_masked_positions_stay_exactly_zero_at_every_stage(conv_mlp):
+    import timm
+
+    torch.manual_seed(0)
+    models = [
+        _smp_encoder("resnet18"),
+        timm.create_model("convnext_atto", pretrained=False, features_only=True, conv_mlp=conv_mlp),
+    ]
+    x = torch.randn(3, 3, 64, 96)
+    grid = make_patch_mask(3, 64, 96, 32, 0.5, seed=4)
+    for model in models:
+        with torch.no_grad():  # trained-looking biases and layer scales; fresh ones are 0 / 1e-6
+            for parameter in model.parameters():
+                if parameter.dim() == 1:
+                    parameter.uniform_(-1.0, 1.0)
+        features = SparseEncoder(model.train())(x, grid)
+        assert len(features) >= 4
+        for stage, feature in enumerate(features):
+            assert feature.numel() == 0 or (_outside(feature, grid) == 0).all(), stage
+            assert feature.numel() == 0 or gather_visible(feature, grid).abs().sum() > 0, stage
+
+
+def test_two_models_with_different_masks_side_by_side():
+    encoder = _smp_encoder("resnet18").eval()
+    first, second = SparseEncoder(encoder), SparseEncoder(encoder)
+    x = torch.randn(2, 3, 64, 64)
+    mask_a = make_patch_mask(2, 64, 64, 32, 0.5, seed=1)
+    mask_b = make_patch_mask(2, 64, 64, 32, 0.5, seed=2)
+    assert not torch.equal(mask_a, mask_b)
+    with torch.no_grad():
+        alone_a, alone_b = first(x, mask_a)[-1], second(x, mask_b)[-1]
+        # interleaved: both contexts active at once, calls alternate
+        with first.ctx.active(mask_a), second.ctx.active(mask_b):
+            xa = x * upsample_mask(mask_a, 64)
+            xb = x * upsample_mask(mask_b, 64)
+            a1, b1 = first.encoder.conv1(xa), second.encoder.conv1(xb)
+            a, b = first.encoder(xa)[-1], second.encoder(xb)[-1]
+    assert torch.equal(a, alone_a) and torch.equal(b, alone_b)
+    assert (_outside(a1, mask_a) == 0).all() and (_outside(b1, mask_b) == 0).all()
+    assert (_outside(a, mask_a) == 0).all() and (_outside(b, mask_b) == 0).all()
+    assert not torch.equal(a, b)
+    assert first.ctx.mask is None and second.ctx.mask is None  # contexts restored on exit
+
+
+# --- failing loudly -----------------------------------------------------------------------
+
+
+def test_sparse_module_without_mask_raises():
+    sparse, ctx = to_sparse(_smp_encoder("resnet18"))
+    with pytest.raises(ConfigError, match=r"SparseConv2d 'conv1' was called without a mask"):
+        sparse(torch.randn(1, 3, 64, 64))
+    with pytest.raises(ConfigError, match="no SparseContext"):
+        SparseConv2d(3, 4, 3)(torch.randn(1, 3, 8, 8))
+
+
+def test_mask_of_wrong_batch_size_or_grid_raises():
+    encoder = SparseEncoder(_smp_encoder("resnet18"))
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(DataError, match="batch size 3 but the features have 2"):
+        encoder(x, make_patch_mask(3, 64, 64, 32, 0.5, seed=0))
+    with pytest.raises(DataError, match="does not divide"):
+        encoder(x, torch.ones(2, 1, 3, 3, dtype=torch.bool))
+    with pytest.raises(DataError, match=r"layer4\.0\.conv1.*does not divide"):  # 4x4 grid
+        encoder(x, torch.ones(2, 1, 4, 4, dtype=torch.bool))
+    with pytest.raises(DataError, match="bool"):
+        encoder(x, torch.ones(2, 1, 2, 2))
+
+
+def test_to_sparse_lists_unknown_modules():
+    import torchvision
+
+    with pytest.raises(ConfigError) as error:
+        to_sparse(torchvision.models.resnet18(weights=None))
+    assert "avgpool (AdaptiveAvgPool2d)" in str(error.value)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.Sigmoid())
+    with pytest.raises(ConfigError) as error:
+        to_sparse(model)
+    assert "1 (GroupNorm)" in str(error.value) and "2 (Sigmoid)" in str(error.value)
+    assert "0 (Conv2d)" not in str(error.value)
+    sparse, _ = to_sparse(model, allow=(nn.GroupNorm, nn.Sigmoid))  # the user vouches for them
+    assert type(sparse[0]) is SparseConv2d and type(sparse[1]) is nn.GroupNorm
+
+
+def test_to_sparse_refuses_attention_and_already_sparse_models():
+    import timm
+
+    with pytest.raises(ConfigError, match=r"layer1\.0\.se \(SEModule\)"):
+        to_sparse(timm.create_model("seresnet18", pretrained=False, features_only=True))
+    sparse, _ = to_sparse(nn.Sequential(nn.Conv2d(3, 8, 3)))
+    with pytest.raises(ConfigError, match="already sparse"):
+        to_sparse(sparse)
