@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
 test: lint
-	rc=0; HF_HUB_OFFLINE=1 DEPTHLIB_PROFILE=quick MPLBACKEND=Agg \
+	rc=0; HF_HUB_OFFLINE=1 DEPTHLIB_PROFILE=quick MPLBACKEND=Agg DEPTHLIB_FIGURES=$(CURDIR)/.test-figures \
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider \
 	|| rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 

@@ -95,7 +95,29 @@ def _run_info(args) -> int:
     return 0
 
 
-_COMMANDS: list = [_add_synth, _add_info]
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run the whole course (data, figures, training, evaluation), cached by stage",
+        description="Run every stage of the course for a profile; finished stages are skipped.",
+    )
+    p.add_argument(
+        "--profile", default=None, help="quick | cpu | paper (default: $DEPTHLIB_PROFILE or cpu)"
+    )
+    p.add_argument(
+        "--only", action="append", metavar="STAGE", help="run only this stage (repeatable)"
+    )
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    from depthlib.reproduce import reproduce
+
+    reproduce(args.profile, only=args.only)
+    return 0
+
+
+_COMMANDS: list = [_add_synth, _add_info, _add_reproduce]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from depthlib.errors import ConfigError
 
 ENV_VAR = "DEPTHLIB_PROFILE"
 DEFAULT = "cpu"
+DATA_ENV = "DEPTHLIB_DATA"
+RUNS_ENV = "DEPTHLIB_RUNS"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,18 @@ def get_profile(name: str | None = None) -> Profile:
             f"Unknown profile {name!r}. Choose one of {', '.join(PROFILES)} "
             f"(set it with --profile or the {ENV_VAR} environment variable)."
         ) from None
+
+
+def data_dir() -> Path:
+    """Where rendered datasets are cached: ``$DEPTHLIB_DATA``, else ``data/`` at the repository root."""
+    return Path(os.environ.get(DATA_ENV) or REPO_ROOT / "data")
+
+
+def runs_dir() -> Path:
+    """Where training runs are written: ``$DEPTHLIB_RUNS``, else ``runs/`` at the repository root."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def rooms_path(rooms: RoomsConfig) -> Path:
+    """The cache file for one rooms configuration; the name says how it was made."""
+    return data_dir() / f"rooms-n{rooms.n}-{rooms.height}x{rooms.width}-seed{rooms.seed}.mat"

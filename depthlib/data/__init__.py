@@ -11,6 +11,15 @@ from depthlib.data.nyu import (
     write_labeled,
     write_splits,
 )
+from depthlib.data.rooms import (
+    RoomKnobs,
+    ensure_rooms,
+    format_summary,
+    render_room,
+    rooms_for_profile,
+    summarize,
+    synthesize,
+)
 from depthlib.data.sample import MIN_VALID_DEPTH, make_sample, valid_depth
 from depthlib.data.transforms import (
     IMAGENET_MEAN,
@@ -37,6 +46,13 @@ __all__ = [
     "LABELED_FILENAME",
     "MIN_VALID_DEPTH",
     "Augment",
+    "RoomKnobs",
+    "ensure_rooms",
+    "format_summary",
+    "render_room",
+    "rooms_for_profile",
+    "summarize",
+    "synthesize",
     "BTSFolder",
     "Compose",
     "DenseDepthFolder",

@@ -298,3 +298,14 @@ def format_summary(summary: dict) -> str:
             for k, v in s["knobs"].items()
         ]
     return "\n".join(lines)
+
+
+def rooms_for_profile(profile=None, *, progress: bool = True) -> Path:
+    """The rooms file of a profile (``quick``/``cpu``/``paper`` or a Profile), rendered once and cached."""
+    from depthlib.profiles import Profile, get_profile, rooms_path
+
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    cfg = prof.rooms
+    return ensure_rooms(
+        rooms_path(cfg), n=cfg.n, size=(cfg.height, cfg.width), seed=cfg.seed, progress=progress
+    )
