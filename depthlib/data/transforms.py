@@ -255,8 +255,8 @@ def _jitter_tensor(rgb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 def normalize(rgb: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) rgb, uint8 0..255 or float 0..1, to float32 ImageNet-normalised."""
     x = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
     return (x - mean) / std
 
 
