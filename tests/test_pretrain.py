@@ -1,0 +1,291 @@
+"""SparK pretraining: unlabelled sources, augmentation, batches, the task on the shared loop,
+exact resume, export into UNet++, and the ``depthlib pretrain`` command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from depthlib.checkpoint import load_checkpoint
+from depthlib.cli import main
+from depthlib.data.nyu import write_labeled, write_splits
+from depthlib.data.rooms import render_room
+from depthlib.errors import ConfigError, DataError
+from depthlib.losses import silog_loss
+from depthlib.masking import kept_patch_count
+from depthlib.models import DepthUNetPlusPlus
+from depthlib.pretrain import SparkTask, pretrain, random_resized_crop
+from depthlib.pretrain_data import (
+    UNLABELLED_SEED_OFFSET,
+    PretrainBatches,
+    fit_to_size,
+    folder_pool,
+    labeled_pool,
+    load_image_pool,
+    rooms_pool,
+    unlabelled_rooms_seed,
+)
+from depthlib.profiles import get_profile
+from depthlib.spark import SparK
+from depthlib.train import TrainConfig, fit
+
+# A few images, tiny decoder, 16-px patches: each pretrain() call is a handful of fast steps.
+TINY = {"n_images": 8, "batch_size": 4, "decoder_width": 16, "encoder_depth": 4}
+
+
+@pytest.fixture(autouse=True)
+def _dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+
+
+def write_png(path, h, w, seed, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode).save(path)
+    return path
+
+
+def image_folder(root, n=5):
+    for i in range(n - 1):
+        write_png(root / f"img_{i}.png", 40, 50 + 10 * i, seed=i)
+    write_png(root / "sub" / "deeper.jpg", 48, 64, seed=99)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+# ------------------------------------------------------------------ sources
+
+
+def test_folder_source_reads_recursively_and_skips_and_counts_a_corrupt_file(tmp_path):
+    folder = image_folder(tmp_path / "imgs")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    write_png(folder / "grey.png", 30, 40, seed=7, mode="L")
+    pool = folder_pool(folder, (32, 64), progress=False)
+    assert len(pool) == 6 and pool.available == 7  # 5 + grey, of 7 image files
+    assert pool.skipped == [str(folder / "broken.png")]
+    assert pool.images.shape == (6, 3, 32, 64) and pool.images.dtype == torch.uint8
+    subset = folder_pool(folder, (32, 64), n_images=3, seed=1, progress=False)
+    assert len(subset) == 3
+
+
+def test_empty_or_unreadable_folder_and_missing_path_are_data_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="No images in"):
+        folder_pool(tmp_path / "empty", (32, 32), progress=False)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="None of the 1 image files"):
+        folder_pool(tmp_path / "bad", (32, 32), progress=False)
+    with pytest.raises(DataError, match="No pretraining data"):
+        load_image_pool(tmp_path / "nowhere", (32, 32), 4, rooms_seed=1, progress=False)
+    with pytest.raises(ConfigError, match="needs a number of images"):
+        load_image_pool("rooms", (32, 32), None, rooms_seed=1, progress=False)
+
+
+def test_preloading_too_much_is_refused_before_reading(tmp_path):
+    folder = image_folder(tmp_path / "imgs")
+    with pytest.raises(ConfigError, match="Preloading 5 images"):
+        folder_pool(folder, (32, 64), progress=False, max_preload_bytes=1000)
+
+
+def test_fit_to_size_centre_crops_to_the_aspect_then_resizes():
+    rgb = np.zeros((40, 100, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band at the left edge: outside the centred 40x80 window
+    out = fit_to_size(rgb, (32, 64))
+    assert out.shape == (32, 64, 3) and out.max() == 0
+    same = fit_to_size(rgb[:, 10:90], (40, 80))
+    assert np.array_equal(same, rgb[:, 10:90])
+
+
+def test_rooms_pool_uses_its_own_seed_and_matches_the_generator_cached_or_not(tmp_path):
+    labelled_seed = get_profile("quick").rooms.seed
+    seed = unlabelled_rooms_seed(labelled_seed)
+    assert seed == labelled_seed + UNLABELLED_SEED_OFFSET
+    pool = rooms_pool(3, (32, 48), seed, progress=False, workers=1)
+    for i in range(3):
+        expected = render_room(seed, i, 32, 48, raw=False)["rgb"]
+        assert np.array_equal(pool.images[i].permute(1, 2, 0).numpy(), expected)
+    labelled = render_room(labelled_seed, 0, 32, 48, raw=False)["rgb"]
+    assert not np.array_equal(pool.images[0].permute(1, 2, 0).numpy(), labelled)
+    cached = rooms_pool(3, (32, 48), seed, cache=tmp_path / "u.mat", progress=False, workers=1)
+    assert torch.equal(cached.images, pool.images) and (tmp_path / "u.mat").is_file()
+
+
+def test_labeled_file_gives_the_rgb_of_its_train_split_only(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 32, 64, 3), dtype=np.uint8)
+    path = write_labeled(tmp_path / "set.mat", images, np.ones((6, 32, 64), np.float32))
+    write_splits(tmp_path / "set_splits.mat", [1, 3, 4], [0, 2, 5])
+    pool = labeled_pool(path, (32, 64), progress=False)
+    assert len(pool) == 3 and pool.available == 3
+    expected = torch.from_numpy(images[[1, 3, 4]]).permute(0, 3, 1, 2)
+    assert torch.equal(pool.images, expected)
+    assert len(load_image_pool(path, (32, 64), 2, rooms_seed=0, progress=False)) == 2
+
+
+# ------------------------------------------------------------------ augmentation, batches, task
+
+
+def test_random_resized_crop_is_seeded_and_identity_without_randomness():
+    rgb = torch.randint(0, 256, (3, 3, 32, 64), dtype=torch.uint8)
+    a = random_resized_crop(rgb, torch.Generator().manual_seed(5))
+    b = random_resized_crop(rgb, torch.Generator().manual_seed(5))
+    c = random_resized_crop(rgb, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (3, 3, 32, 64) and a.min() >= 0 and a.max() <= 1
+    plain = random_resized_crop(rgb, torch.Generator(), scale=(1, 1), ratio=(1, 1), flip=0.0)
+    assert torch.allclose(plain, rgb.float() / 255, atol=1e-5)
+    mirrored = random_resized_crop(rgb, torch.Generator(), scale=(1, 1), ratio=(1, 1), flip=1.0)
+    assert torch.allclose(mirrored, rgb.flip(-1).float() / 255, atol=1e-5)
+
+
+def test_batches_depend_on_seed_epoch_and_position_only():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).clone()
+    loader = PretrainBatches(images, 3, seed=4)
+    loader.set_epoch(1)
+    full = [(b["rgb"][:, 0, 0, 0].tolist(), b["seed"]) for b in loader]
+    assert len(full) == 3 and len({s for _, s in full}) == 3
+    loader.set_epoch(1)
+    loader.skip_batches(1)
+    assert [(b["rgb"][:, 0, 0, 0].tolist(), b["seed"]) for b in loader] == full[1:]
+    loader.set_epoch(2)
+    assert [(b["rgb"][:, 0, 0, 0].tolist(), b["seed"]) for b in loader] != full
+    with pytest.raises(ConfigError, match="do not fill one batch"):
+        PretrainBatches(images, 11)
+
+
+def test_task_inputs_are_a_function_of_the_batch_seed_with_exact_kept_counts():
+    torch.manual_seed(0)
+    model = SparK("resnet18", 4, decoder_width=16)
+    rgb = torch.randint(0, 256, (4, 3, 32, 64), dtype=torch.uint8)
+    task = SparkTask()
+    x1, m1 = task.inputs(model, {"rgb": rgb, "seed": 11})
+    torch.rand(100)  # the global RNG does not matter
+    x2, m2 = task.inputs(model, {"rgb": rgb, "seed": 11})
+    x3, m3 = task.inputs(model, {"rgb": rgb, "seed": 12})
+    assert torch.equal(x1, x2) and torch.equal(m1, m2)
+    assert not torch.equal(x1, x3) and not torch.equal(m1, m3)
+    assert m1.sum(dim=(1, 2, 3)).tolist() == [kept_patch_count(8, 0.6)] * 4
+
+
+# ------------------------------------------------------------------ pretrain() on the loop
+
+
+def test_a_few_dozen_steps_on_a_few_images_lower_the_loss():
+    pool = rooms_pool(4, (32, 64), unlabelled_rooms_seed(0), progress=False, workers=1)
+    torch.manual_seed(0)
+    model = SparK("resnet18", 4, decoder_width=128)  # thinner decoders learn much slower
+    config = TrainConfig(epochs=30, lr=2e-3, weight_decay=0.04, weight_decay_end=0.2)
+    result = fit(model, SparkTask(), PretrainBatches(pool.images, 4), config, progress=False)
+    losses = [row["train_loss"] for row in result.history]  # one step per epoch
+    assert result.step == 30
+    assert np.mean(losses[-5:]) < 0.97 * np.mean(losses[:3]), losses
+
+
+def test_pretrain_logs_checkpoints_and_reconstruction_figures(tmp_path):
+    result = pretrain(
+        "rooms", "quick", out=tmp_path / "run", epochs=2, progress=False, cache_rooms=False,
+        **TINY,
+    )  # fmt: skip
+    assert result.train.step == 4 and result.train.stop_reason == "completed"
+    assert (tmp_path / "run" / "reconstructions" / "epoch_0002.png").is_file()
+    assert all(0 < row["recon_loss"] < 10 for row in result.train.history)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "epoch_0002" / "meta.json").read_text())
+    assert meta["model"]["class"] == "depthlib.spark.SparK"
+    assert meta["model"]["config"]["decoder_width"] == 16
+    assert meta["run_config"]["n_images"] == 8 and meta["config"]["weight_decay_end"] == 0.2
+    rebuilt = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002").build_model()
+    assert torch.equal(rebuilt.encoder.conv1.weight, result.model.encoder.conv1.weight)
+    assert result.encoder_path == tmp_path / "run" / "encoder.safetensors"
+
+
+def test_resume_after_a_stop_mid_epoch_equals_the_straight_run(tmp_path):
+    common = {"epochs": 2, "progress": False, "cache_rooms": False, "figures": False, **TINY}
+    straight = pretrain("rooms", "quick", out=tmp_path / "a", **common)
+    stopped = pretrain("rooms", "quick", out=tmp_path / "b", time_budget_s=1e-9, **common)
+    assert stopped.train.stop_reason == "time_budget" and stopped.train.step == 1
+    assert stopped.encoder_path is None and not (tmp_path / "b" / "encoder.safetensors").exists()
+    resumed = pretrain("rooms", "quick", out=tmp_path / "b", resume=True, **common)
+    assert resumed.train.step == straight.train.step == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fa, fb = load_file(straight.encoder_path), load_file(resumed.encoder_path)
+    assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_pretrain_export_then_unetplusplus_trains_with_those_weights(tmp_path):
+    quick = get_profile("quick")
+    result = pretrain(
+        "rooms", quick, out=tmp_path / "spark", epochs=1, progress=False, cache_rooms=False,
+        n_images=8, batch_size=4, decoder_width=32, figures=False,
+    )  # fmt: skip
+    assert result.encoder_path == tmp_path / "spark" / "encoder.safetensors"
+    cfg = quick.finetune
+    assert (cfg.encoder, cfg.encoder_depth) == (result.config.encoder, result.config.encoder_depth)
+    model = DepthUNetPlusPlus(
+        cfg.encoder, cfg.encoder_depth, cfg.decoder_channels, encoder_weights=result.encoder_path
+    )
+    ours = result.model.encoder.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in model.encoder.state_dict().items())
+    rgb = torch.randn(2, 3, cfg.height, cfg.width)
+    depth = torch.rand(2, 1, cfg.height, cfg.width) * 5 + 1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = silog_loss(model(rgb), depth, torch.ones_like(depth, dtype=torch.bool))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+
+
+def test_pretrain_then_finetune_end_to_end_in_the_quick_profile(tmp_path):
+    finetune = pytest.importorskip("depthlib.finetune").finetune
+    spark = pretrain(
+        "rooms", "quick", out=tmp_path / "spark", epochs=1, progress=False, cache_rooms=False,
+        n_images=8, batch_size=4, decoder_width=32, figures=False,
+    )  # fmt: skip
+    tuned = finetune(
+        None, "quick", encoder_weights=spark.encoder_path, out=tmp_path / "ft", epochs=1,
+        progress=False, final_eval=False,
+    )  # fmt: skip
+    assert tuned.train.stop_reason == "completed"
+    assert tuned.model.encoder_weights == str(spark.encoder_path)
+
+
+def test_pretrain_refuses_bad_settings(tmp_path):
+    with pytest.raises(ConfigError, match="Unknown pretraining setting"):
+        pretrain("rooms", "quick", out=tmp_path / "x", progress=False, colour=3)
+    with pytest.raises(ConfigError, match="multiple of the patch size 32"):
+        pretrain("rooms", "quick", out=tmp_path / "x", progress=False, height=48)
+    with pytest.raises(ConfigError, match="Unknown encoder"):
+        pretrain("rooms", "quick", encoder="resnet9000", out=tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="hides none of the 2 patches"):
+        pretrain("rooms", "quick", mask_ratio=0.2, out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "data").exists()  # refused before rendering anything
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_pretrain_on_a_folder_writes_the_encoder(tmp_path, capsys):
+    folder = image_folder(tmp_path / "imgs", n=9)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"0" * 50)
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", str(folder), "--profile", "quick", "--out", str(out)]
+    args += ["--epochs", "1", "--n-images", "8", "--decoder-width", "32", "--quiet"]
+    assert main(args) == 0
+    assert (out / "encoder.safetensors").is_file()
+    assert str(out / "encoder.safetensors") in capsys.readouterr().out
+    meta = json.loads((out / "checkpoints" / "epoch_0001" / "meta.json").read_text())
+    assert meta["run_config"]["n_images"] == 8
+    assert main(args) == 2  # a used folder without --resume: refused with a message
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_cli_pretrain_reports_missing_data(tmp_path, capsys):
+    code = main(["pretrain", "--data", str(tmp_path / "none"), "--profile", "quick", "--quiet"])
+    assert code == 2
+    assert "No pretraining data" in capsys.readouterr().err
