@@ -1,0 +1,261 @@
+"""Figures of notebook 02: dense vs sparse convolution (the report's Figure 2), the zero-out problem
+in numbers, the sparse encoder's stages and the sparse-vs-dense timing. Each function takes results
+of :mod:`depthlib.zero_out_problem` or :mod:`depthlib.sparse_reference`; returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter
+
+from depthlib.errors import DataError
+
+__all__ = [
+    "plot_conv_vs_sparse_conv",
+    "plot_encoder_stages",
+    "plot_sparse_timing",
+    "plot_zero_out_problem",
+]
+
+DENSE_COLOR = "#C44E52"
+SPARSE_COLOR = "#4C72B0"
+TRUTH_COLOR = "#8c8c8c"
+# cell codes: 0 masked and empty, 1 visible site, 2 masked site that received an output
+_SITES = ListedColormap(["#eeeeee", SPARSE_COLOR, DENSE_COLOR])
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _sites(ax, codes: np.ndarray, patch: int | None) -> None:
+    ax.imshow(codes, cmap=_SITES, vmin=0, vmax=2, interpolation="nearest")
+    if patch:
+        h, w = codes.shape
+        for y in range(patch, h, patch):
+            ax.axhline(y - 0.5, color="white", lw=0.8)
+        for x in range(patch, w, patch):
+            ax.axvline(x - 0.5, color="white", lw=0.8)
+    _bare(ax)
+
+
+def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None):
+    """The report's Figure 2 from our code: where outputs appear after 1, 2, … stacked convs.
+
+    ``footprints`` is :func:`depthlib.zero_out_problem.conv_footprints`'s result. Top row: dense
+    conv on the zero-filled map, whose outputs spread into masked positions (red); bottom row:
+    sparse (submanifold) conv, whose outputs stay on the visible sites (blue). ``patch``: the mask
+    patch side on this map, to draw patch borders. The black square is one 3×3 window.
+    """
+    visible = np.asarray(footprints["input"], dtype=bool)
+    dense = [np.asarray(d, dtype=bool) for d in footprints["dense"]]
+    sparse = [np.asarray(s, dtype=bool) for s in footprints["sparse"]]
+    if not dense or len(dense) != len(sparse):
+        raise DataError("footprints need as many dense as sparse layers, at least one.")
+    layers, n_masked = len(dense), int((~visible).sum())
+    fig, axes = plt.subplots(
+        2, layers + 1, figsize=(3.3 * (layers + 1), 5.6), squeeze=False, layout="constrained"
+    )
+    rows = (
+        ("dense conv\n(zero-filled input)", dense),
+        ("sparse conv\n(SparK, submanifold)", sparse),
+    )
+    # one window centred on a masked site that touches a visible one, to show why it gets a value
+    ring = np.argwhere(dense[0] & ~visible)
+    window = ring[len(ring) // 2] if len(ring) else None
+    for r, (label, maps) in enumerate(rows):
+        ax = axes[r, 0]
+        _sites(ax, np.where(visible, 1, 0), patch)
+        ax.set_title(f"input: {int(visible.sum())} visible sites", fontsize=10)
+        ax.set_ylabel(label, fontsize=11, fontweight="bold")
+        for k, out in enumerate(maps, start=1):
+            ax = axes[r, k]
+            _sites(ax, np.where(visible & out, 1, np.where(out, 2, 0)), patch)
+            written = int((out & ~visible).sum())
+            ax.set_title(
+                f"after {k} conv{'s' if k > 1 else ''}: {written} masked sites\n"
+                f"written ({100 * written / max(n_masked, 1):.0f}% of {n_masked})",
+                fontsize=10,
+            )
+            if k == 1 and window is not None:
+                y, x = window
+                ax.add_patch(Rectangle((x - 1.5, y - 1.5), 3, 3, fill=False, ec="black", lw=1.6))
+    fig.legend(
+        handles=[
+            Patch(color=SPARSE_COLOR, label="visible site (has features)"),
+            Patch(color=DENSE_COLOR, label="masked site the conv wrote into"),
+            Patch(color="#eeeeee", label="masked site, empty"),
+            Patch(fill=False, ec="black", lw=1.6, label="one 3×3 window centred on a masked site"),
+        ],
+        loc="outside lower center",
+        ncol=4,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"3×3 convolutions on a masked {visible.shape[0]}×{visible.shape[1]} feature map",
+        fontsize=12,
+    )
+    return fig
+
+
+def _channel_labels(n: int) -> list[str]:
+    return ["R", "G", "B"] if n == 3 else [f"c{i}" for i in range(n)]
+
+
+def plot_zero_out_problem(
+    smearing: Sequence[dict], bn: dict, *, layer_label: str = "3×3 conv layer"
+):
+    """The zero-out problem: (a) masked positions written per layer, dense vs sparse, from
+    :func:`smearing_per_layer`; (b, c) BatchNorm mean and variance per channel, from
+    :func:`batchnorm_shift`: the truth (visible only), dense BN, sparse BN."""
+    if not smearing:
+        raise DataError("plot_zero_out_problem needs at least one smearing row.")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), layout="constrained")
+    ax = axes[0]
+    layers = [r["layer"] for r in smearing]
+    ax.plot(
+        layers,
+        [100 * r["dense_masked_nonzero"] for r in smearing],
+        "o-",
+        color=DENSE_COLOR,
+        label="dense: masked positions ≠ 0",
+    )
+    ax.plot(
+        layers,
+        [100 * r["visible_changed"] for r in smearing],
+        "s--",
+        color=DENSE_COLOR,
+        alpha=0.7,
+        label="dense: visible features changed",
+    )
+    ax.plot(
+        layers,
+        [100 * r["sparse_masked_nonzero"] for r in smearing],
+        "o-",
+        color=SPARSE_COLOR,
+        label="sparse: masked positions ≠ 0",
+    )
+    ax.set_xticks(layers)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(layer_label)
+    ax.set_ylabel("% of positions")
+    ax.set_title("(a) dense convs smear the mask away", fontsize=11)
+    ax.legend(fontsize=9, loc="upper left")
+    ax.grid(alpha=0.3)
+
+    names = _channel_labels(bn["channels"])
+    x = np.arange(len(names))
+    width = 0.27
+    for ax, stat, title in (
+        (axes[1], "mean", "(b) BatchNorm mean"),
+        (axes[2], "var", "(c) BatchNorm variance"),
+    ):
+        for offset, key, color, label in (
+            (-width, "visible", TRUTH_COLOR, "truth: visible positions only"),
+            (0.0, "dense", DENSE_COLOR, "dense BN (counts masked zeros)"),
+            (width, "sparse", SPARSE_COLOR, "sparse BN"),
+        ):
+            ax.bar(x + offset, bn[f"{key}_{stat}"], width, color=color, label=label)
+        ax.set_xticks(x, names)
+        ax.set_xlabel("channel")
+        ax.set_title(f"{title}, {100 * bn['visible_fraction']:.0f}% visible", fontsize=11)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower right", ncol=3, fontsize=9, frameon=False)
+    return fig
+
+
+def plot_encoder_stages(rows: Sequence[dict]):
+    """Mean |feature| per stage of the first image: dense encoder on the zero-filled input (top)
+    vs the sparse encoder (bottom), from :func:`encoder_stage_zeros`."""
+    if not rows:
+        raise DataError("plot_encoder_stages needs at least one stage.")
+    fig, axes = plt.subplots(
+        2, len(rows), figsize=(3.1 * len(rows), 5.0), squeeze=False, layout="constrained"
+    )
+    for col, r in enumerate(rows):
+        dense = r["dense_map"].detach().cpu().numpy()
+        sparse = r["sparse_map"].detach().cpu().numpy()
+        vmax = float(max(dense.max(), sparse.max())) or 1.0
+        c, h, w = r["shape"]
+        for row, (values, share) in enumerate(
+            ((dense, r["dense_masked_nonzero"]), (sparse, r["sparse_masked_nonzero"]))
+        ):
+            ax = axes[row, col]
+            ax.imshow(values, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+            _bare(ax)
+            ax.set_xlabel(f"masked positions ≠ 0: {100 * share:.0f}%", fontsize=9)
+        axes[0, col].set_title(
+            f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w}", fontsize=10
+        )
+    axes[0, 0].set_ylabel("dense encoder\n(zero-filled input)", fontsize=10, fontweight="bold")
+    axes[1, 0].set_ylabel("sparse encoder\n(SparK)", fontsize=10, fontweight="bold")
+    fig.suptitle(
+        "mean |feature| over channels, first image (random ResNet, training mode)", fontsize=11
+    )
+    return fig
+
+
+def plot_sparse_timing(rows: Sequence[dict]):
+    """Reference sparse conv vs masked-dense, from :func:`measure_sparse_vs_dense` rows: (a) time
+    ratio and MAC fraction vs mask ratio, (b) milliseconds per call."""
+    if not rows:
+        raise DataError("plot_sparse_timing needs at least one measurement row.")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained")
+    channels = sorted({r["channels"] for r in rows})
+    markers = "osD^v"
+    for i, c in enumerate(channels):
+        mine = sorted((r for r in rows if r["channels"] == c), key=lambda r: r["ratio"])
+        ratios = [r["ratio"] for r in mine]
+        marker = markers[i % len(markers)]
+        axes[0].plot(
+            ratios,
+            [r["sparse_over_dense"] for r in mine],
+            marker + "-",
+            label=f"time, {c} channels",
+        )
+        line = axes[1].plot(
+            ratios, [r["sparse_ms"] for r in mine], marker + "-", label=f"sparse, {c} ch"
+        )
+        axes[1].plot(
+            ratios,
+            [r["dense_ms"] for r in mine],
+            marker + "--",
+            color=line[0].get_color(),
+            alpha=0.7,
+            label=f"masked-dense, {c} ch",
+        )
+    first = sorted((r for r in rows if r["channels"] == channels[0]), key=lambda r: r["ratio"])
+    axes[0].plot(
+        [r["ratio"] for r in first],
+        [r["macs_fraction"] for r in first],
+        "k:",
+        lw=2,
+        label="multiply-adds (= visible fraction)",
+    )
+    axes[0].axhline(1.0, color="gray", lw=1)
+    axes[0].text(first[0]["ratio"], 1.02, "masked-dense", color="gray", fontsize=9, va="bottom")
+    axes[0].set_xlabel("mask ratio")
+    axes[0].set_ylabel("sparse / masked-dense")
+    axes[0].set_title("(a) cost of the reference sparse conv, relative", fontsize=11)
+    axes[0].legend(fontsize=9)
+    axes[0].grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    axes[1].set_xlabel("mask ratio")
+    axes[1].set_ylabel("ms per call (median)")
+    axes[1].set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes[1].yaxis.set_major_formatter(plain)
+    axes[1].yaxis.set_minor_formatter(plain)
+    axes[1].tick_params(axis="y", which="minor", labelsize=8)
+    axes[1].set_title("(b) wall time", fontsize=11)
+    axes[1].legend(fontsize=9)
+    axes[1].grid(alpha=0.3, which="both")
+    r0 = rows[0]
+    fig.suptitle(f"3×3 conv C→C on a {r0['size']} map, batch {r0['batch']} (CPU)", fontsize=12)
+    return fig
