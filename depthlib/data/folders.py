@@ -26,9 +26,25 @@ _PNG_COLOUR = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: 
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """A colour image as uint8 (H, W, 3); greyscale, palette and alpha images are converted."""
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
+    """A colour image as uint8 (H, W, 3); greyscale (8 or 16 bit), palette and alpha images are
+    converted (alpha is dropped, 16-bit grey keeps its high byte).
+
+    A file that is not a readable image raises :class:`DataError` (a ``ValueError``) naming it,
+    not PIL's own exception, so callers that skip bad files and the CLI both get a clear message.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode.startswith("I;16"):  # PIL's convert would clip 16-bit grey at 255
+                grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return np.array(img.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"No image file at {path}. Check the path or the list file.") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(
+            f"{path} is not a readable image ({type(err).__name__}: {err}). Replace it with a "
+            "PNG or JPEG file, or remove it from the list."
+        ) from err
 
 
 def read_depth_png(path: Path) -> np.ndarray:

@@ -138,6 +138,13 @@ def write_splits(
 def read_extras(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """The per-image extras and the attributes ``write_labeled`` stored (both empty if none)."""
     path = _check_hdf5(Path(path))
+    try:
+        return _read_extras(path)
+    except (OSError, RuntimeError, KeyError) as err:  # h5py: truncated or damaged file
+        raise _damaged(path, err) from err
+
+
+def _read_extras(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     with h5py.File(path, "r") as f:
         group = f.get(EXTRAS_GROUP)
         if group is None:
@@ -197,13 +204,21 @@ def _write_matlab_header(path: Path) -> None:
 # ----------------------------------------------------------------------------------- reading
 
 
+def _damaged(path: Path, err: Exception, what: str = "") -> DataError:
+    return DataError(
+        f"Cannot read {what}{path} ({type(err).__name__}: {err}): the HDF5 file is truncated or "
+        "damaged, e.g. by an interrupted download or copy. Download or copy it again (its size "
+        "should match the source's), or render the rooms set anew with `depthlib synth`."
+    )
+
+
 def _check_hdf5(path: Path) -> Path:
     if not path.exists():
         raise DataError(f"No dataset file at {path}. {DATA_SOURCES_HINT}")
     if path.is_dir():
-        raise DataError(
-            f"{path} is a folder; pass the HDF5 file itself (e.g. {path / LABELED_FILENAME})."
-        )
+        inside = path / LABELED_FILENAME
+        hint = "" if inside.is_file() else f" There is none in it. {DATA_SOURCES_HINT}"
+        raise DataError(f"{path} is a folder; pass the HDF5 file itself (e.g. {inside}).{hint}")
     if not h5py.is_hdf5(path):
         with open(path, "rb") as f:
             head = f.read(len(_MAT5_MAGIC))
@@ -326,12 +341,12 @@ class NYULabeled:
 
     def _inspect(self) -> tuple[int, tuple[int, int]]:
         try:
-            f = h5py.File(self.path, "r")
-        except OSError as err:
-            raise DataError(
-                f"Cannot open {self.path} as HDF5 ({err}); it may be truncated."
-            ) from err
-        with f:
+            return self._read_layout()
+        except (OSError, RuntimeError, KeyError) as err:  # h5py: truncated or damaged file
+            raise _damaged(self.path, err) from err
+
+    def _read_layout(self) -> tuple[int, tuple[int, int]]:
+        with h5py.File(self.path, "r") as f:
             missing = [k for k in ("images", self._depth_key) if k not in f]
             if missing:
                 raise DataError(
@@ -368,9 +383,12 @@ class NYULabeled:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} out of range for {len(self)} samples")
         index = int(self.indices[i])
-        f = self._file()
-        rgb = f["images"][index].transpose(2, 1, 0)
-        depth = f[self._depth_key][index].T
+        try:
+            f = self._file()
+            rgb = f["images"][index].transpose(2, 1, 0)
+            depth = f[self._depth_key][index].T
+        except (OSError, RuntimeError, KeyError) as err:
+            raise _damaged(self.path, err, f"image {index} of ") from err
         return make_sample(rgb, depth, index, f"{index:05d}")
 
     def close(self) -> None:
