@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from depthlib import distributed
 from depthlib.errors import ConfigError, DataError
@@ -28,6 +28,7 @@ __all__ = [
     "EpochBatchSampler",
     "EpochDataLoader",
     "batch_size_of",
+    "check_sharded",
     "epoch_batches",
     "epoch_loader",
     "epoch_seed",
@@ -62,23 +63,36 @@ class EpochBatchSampler(Sampler[list[int]]):
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        self.world_size = distributed.world_size() if world_size is None else int(world_size)
-        self.rank = distributed.rank() if rank is None else int(rank)
+        # None = this process's rank / world size when used (so a sampler built before the
+        # process group is joined still shards correctly once it is).
+        self._rank, self._world_size = rank, world_size
         if n <= 0:
             raise DataError("The dataset is empty: there is nothing to train on. Check its path.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
-        if not 0 <= self.rank < self.world_size:
-            raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}.")
-        if n < self.world_size:
-            raise ConfigError(
-                f"The dataset has {n} samples but {self.world_size} processes train on it; use "
-                "fewer processes (torchrun --nproc_per_node) or more data."
-            )
         self.n, self.batch_size = int(n), int(batch_size)
         self.seed, self.shuffle, self.drop_last = int(seed), bool(shuffle), bool(drop_last)
         self.epoch = 0
         self._skip = 0
+        self._check_world()
+
+    @property
+    def world_size(self) -> int:
+        w = self._world_size
+        return distributed.world_size() if w is None else int(w)
+
+    @property
+    def rank(self) -> int:
+        return distributed.rank() if self._rank is None else int(self._rank)
+
+    def _check_world(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is outside world size {self.world_size}.")
+        if self.n < self.world_size:
+            raise ConfigError(
+                f"The dataset has {self.n} samples but {self.world_size} processes train on it; "
+                "use fewer processes (torchrun --nproc_per_node) or more data."
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields (also cancels a pending skip)."""
@@ -103,6 +117,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         return order[self.rank :: self.world_size]
 
     def __len__(self) -> int:
+        self._check_world()
         per_rank = (
             self.n // self.world_size if self.drop_last else math.ceil(self.n / self.world_size)
         )
@@ -111,6 +126,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         )
 
     def __iter__(self) -> Iterator[list[int]]:
+        self._check_world()
         indices = self._indices()
         start, self._skip = self._skip, 0
         for b in range(start, len(self)):
@@ -216,11 +232,56 @@ def steps_per_epoch(loader: Any, override: int | None = None) -> int:
             "TrainConfig.steps_per_epoch."
         ) from None
     if n == 0:
+        world = distributed.world_size()
+        shard = f" (each of the {world} processes gets 1/{world} of it)" if world > 1 else ""
         raise ConfigError(
-            "The training loader yields no batches (dataset smaller than one batch with "
-            "drop_last?). Lower the batch size or use more data."
+            f"The training loader yields no batches: the dataset{shard} is smaller than one "
+            "batch with drop_last. Lower the batch size, use fewer processes or more data."
         )
     return n
+
+
+def _samplers(loader: Any) -> list[Any]:
+    """The samplers a loader (or an ``epoch -> loader`` function's epoch 0) draws from."""
+    data = loader(0) if _is_epoch_function(loader) else loader
+    found, todo = [], [data]
+    while todo:
+        owner = todo.pop()
+        if isinstance(owner, (Sampler, DistributedSampler)):
+            found.append(owner)
+        for name in ("batch_sampler", "sampler"):
+            inner = getattr(owner, name, None)
+            if inner is not None and inner is not owner:
+                todo.append(inner)
+    return found
+
+
+def check_sharded(loader: Any, world_size: int) -> None:
+    """Refuse a loader that would feed every process the whole dataset in a multi-process run.
+
+    Sharded: an :class:`EpochBatchSampler` or ``DistributedSampler`` for ``world_size``
+    replicas. A DataLoader over any other sampler (plain shuffle) is refused; loaders whose
+    sampling cannot be seen (custom iterables) are trusted.
+    """
+    if world_size <= 1:
+        return
+    samplers = _samplers(loader)
+    for sampler in samplers:
+        replicas = getattr(sampler, "world_size", getattr(sampler, "num_replicas", None))
+        if isinstance(sampler, (EpochBatchSampler, DistributedSampler)):
+            if replicas != world_size:
+                raise ConfigError(
+                    f"The training loader is sharded for {replicas} process(es) but "
+                    f"{world_size} are running; build it with world_size={world_size} (or leave "
+                    "rank/world_size unset so it follows the process group)."
+                )
+            return
+    if samplers:
+        raise ConfigError(
+            f"With {world_size} processes every rank would train on the whole dataset: the "
+            f"loader's sampler ({type(samplers[0]).__name__}) does not shard it. Use "
+            "depthlib.batching.epoch_loader(...) or a DistributedSampler."
+        )
 
 
 def epoch_batches(loader: Any, epoch: int, skip: int, limit: int | None) -> Iterable:

@@ -17,9 +17,18 @@ numpy and python, step, epoch and the position inside the epoch. Batch order mus
 of (seed, epoch) (use :func:`depthlib.batching.epoch_loader`), so a resumed run sees the same
 batches; RNG states are restored after skipping the batches already seen.
 
-Multi-process (torchrun/DDP): pass the wrapped model; only rank 0 writes files and draws bars,
-stop decisions are agreed by all ranks (:func:`depthlib.distributed.any_rank`), checkpoints hold
-the unwrapped weights so any world size can resume them.
+Multi-process (torchrun/DDP): under ``torchrun`` :func:`fit` joins the process group itself
+(:func:`depthlib.distributed.init_distributed`), wraps the model in DistributedDataParallel
+(BatchNorms synchronised with ``TrainConfig.sync_batchnorm``) and expects each rank's loader to
+hold its shard (``epoch_loader`` shards by rank; ``set_epoch`` is called every epoch). The
+effective batch is the per-process batch × world size; ``lr`` is used as given (no automatic
+scaling). The logged loss is the mean over ranks (the global batch's). Only rank 0 writes files,
+draws bars and runs ``validate``/``on_epoch_end``; stop decisions are agreed by all ranks
+(:func:`depthlib.distributed.any_rank`). Checkpoints hold the unwrapped weights and rank 0's
+optimizer state (equal on all ranks), so any world size can resume them: the position is then
+converted to samples seen (batch_in_epoch × old world size / new world size, and the step count
+and schedule follow the new steps per epoch). Leaving the group is the caller's business
+(:func:`depthlib.distributed.cleanup_distributed`).
 """
 
 from __future__ import annotations
@@ -39,7 +48,14 @@ from tqdm.auto import tqdm
 
 from depthlib import distributed as dist
 from depthlib.atomic import ensure_writable_dir
-from depthlib.batching import batch_size_of, epoch_batches, epoch_loader, steps_per_epoch, to_device
+from depthlib.batching import (
+    batch_size_of,
+    check_sharded,
+    epoch_batches,
+    epoch_loader,
+    steps_per_epoch,
+    to_device,
+)
 from depthlib.checkpoint import CheckpointStore, load_checkpoint, model_spec, model_weights
 from depthlib.errors import ConfigError, DepthlibError
 from depthlib.interrupt import StopSignals
@@ -104,6 +120,7 @@ class TrainConfig:
     best_mode: str = "min"
     no_decay_keys: tuple[str, ...] = DEFAULT_NO_DECAY_KEYS
     deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
+    sync_batchnorm: bool = False  # multi-process: BatchNorm statistics over all ranks' batches
 
     def __post_init__(self):
         rules = [
@@ -298,6 +315,14 @@ class _Run:
             # Same number of samples seen, counted in this world size's batches.
             self.batch_in_epoch = self.batch_in_epoch * saved_world // dist.world_size()
             self.say(f"Checkpoint from {saved_world} processes: mid-epoch position rescaled.")
+        saved_steps = int(state.get("steps_per_epoch", self.steps_per_epoch))
+        if saved_steps != self.steps_per_epoch:  # another world size or batch size
+            self.step = self.epoch * self.steps_per_epoch + self.batch_in_epoch
+            self.scheduler.load_state_dict({"step": self.step})
+            self.say(
+                f"Checkpoint made with {saved_steps} steps per epoch, now {self.steps_per_epoch}: "
+                f"continuing at step {self.step} of {self.total_steps}."
+            )
         # Only rank 0's RNG state is saved; other ranks keep their own seeding (see issue 7).
         self.rng_to_restore = state["rng"] if dist.rank() == 0 else None
         self.log.rewrite(self.history)  # drop rows a killed run wrote after this checkpoint
@@ -327,6 +352,7 @@ class _Run:
             "best": self.best_value,
             "epoch_stats": self.epoch_stats,
             "world_size": dist.world_size(),
+            "steps_per_epoch": self.steps_per_epoch,
         }
         meta = {
             "step": self.step,
@@ -363,8 +389,17 @@ class _Run:
 
     def _train_step(self, batch: Any) -> float:
         loss, logs = _unpack(self.task.training_step(self.model, to_device(batch, self.device)))
-        loss_value = float(loss.detach())
-        if dist.any_rank(not math.isfinite(loss_value), self.device):
+        keys = sorted(logs)
+        # The global batch's loss and logs (one all-reduce; NaN anywhere → NaN on every rank).
+        loss_value, *values = dist.mean_over_ranks(
+            [
+                float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+                for v in [loss, *(logs[k] for k in keys)]
+            ],
+            self.device,
+        )
+        logs = dict(zip(keys, values, strict=True))
+        if not math.isfinite(loss_value):
             raise self._diverged("loss", loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,7 +410,8 @@ class _Run:
         self.scheduler.step()
         self.step += 1
         self.batch_in_epoch += 1
-        accumulate(self.epoch_stats, loss_value, logs, batch_size_of(batch))
+        samples = batch_size_of(batch)
+        accumulate(self.epoch_stats, loss_value, logs, samples and samples * dist.world_size())
         return loss_value
 
     def _should_stop(self, signals: StopSignals) -> str | None:
@@ -481,18 +517,25 @@ def fit(
     nothing to do, said so). A used ``out_dir`` without ``resume`` is refused unless
     ``overwrite``. ``run_config`` (profile, data path, ...) and ``model_config`` (how to rebuild
     the model; default: the model's ``config`` attribute) are stored in ``meta.json``.
+    Under ``torchrun`` it joins the process group and wraps ``model`` in DDP itself (see the
+    module docstring); ``model`` stays the plain module, trained in place.
     """
     if not callable(getattr(task, "training_step", None)):
         raise TypeError("task must have a training_step(model, batch) method")
     run_dir = Path(out_dir).expanduser() if out_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("resume=True needs out_dir: the folder of the run to continue.")
+    placement = dist.init_distributed()  # joins torchrun's process group; else a no-op
+    device = resolve_device(device)
+    if device.type == "cuda" and device.index is None and dist.is_distributed():
+        device = placement.device  # this process's GPU (LOCAL_RANK)
     if run_dir is not None and dist.is_main_process():
         ensure_writable_dir(run_dir)  # fail before any training time is spent
+    check_sharded(train_loader, dist.world_size())
+    model = dist.prepare_model(model, device, sync_batchnorm=config.sync_batchnorm)
     run = _Run(
-        model, task, train_loader, config, run_dir, resolve_device(device), progress,
-        run_config, model_config,
-    )  # fmt: skip
+        model, task, train_loader, config, run_dir, device, progress, run_config, model_config
+    )
     seed_everything(config.seed + dist.rank())
     run.start(resume, overwrite)
     if resume and run.last_ckpt is not None and run.finished:
