@@ -117,7 +117,209 @@ def _run_reproduce(args) -> int:
     return 0
 
 
-_COMMANDS: list = [_add_synth, _add_info, _add_reproduce]
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="SparK-pretrain the UNet++ encoder on unlabelled images and export it",
+        description="Masked image modeling (SparK) of the encoder UNet++ fine-tunes, on the "
+        "shared training loop (progress, checkpoints, --resume). Writes <out>/encoder.safetensors "
+        "for `depthlib finetune --encoder-weights`. Unset options come from the profile.",
+    )
+    p.add_argument(
+        "--data",
+        default="rooms",
+        help="'rooms' (the generator, with a seed of its own: never the labelled images), a "
+        "labelled .mat/.h5 file (its train split's RGB) or a folder of .png/.jpg images "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--encoder", help="smp encoder, e.g. resnet18, resnet34, tu-convnext_atto")
+    p.add_argument("--mask-ratio", type=float, help="fraction of patches hidden (SparK: 0.6)")
+    p.add_argument("--profile", help="quick | cpu | paper (default: $DEPTHLIB_PROFILE or cpu)")
+    p.add_argument("--out", help="run folder (default: runs/spark-<encoder>-<profile>)")
+    p.add_argument("--epochs", type=int, help="pretraining epochs (profile default)")
+    p.add_argument("--n-images", type=int, help="unlabelled images to use (profile default)")
+    p.add_argument("--decoder-width", type=int, help="light decoder width (SparK: 768)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_pretrain)
+
+
+def _run_pretrain(args) -> int:
+    from depthlib.pretrain import pretrain
+
+    result = pretrain(
+        args.data,
+        args.profile,
+        encoder=args.encoder,
+        mask_ratio=args.mask_ratio,
+        out=args.out,
+        resume=args.resume,
+        epochs=args.epochs,
+        n_images=args.n_images,
+        progress=not args.quiet,
+        decoder_width=args.decoder_width,
+        overwrite=args.overwrite,
+    )
+    if result.encoder_path is None:  # fit already said why and where the checkpoint is
+        return 130 if result.interrupted else 0
+    if args.quiet:
+        print(result.encoder_path)
+    return 0
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="train the UNet++ depth model on a labelled set and print its metric table",
+        description="Supervised UNet++ depth training on the train split (preloaded, augmented on "
+        "tensors), validated each epoch on the test split, checkpointed every epoch (--resume). "
+        "Ends with the protocol's metrics on the whole test split beside the train-set mean "
+        "depth map and median baselines. Unset options come from the profile.",
+    )
+    p.add_argument(
+        "--data", help="labeled .mat/.h5 with a split file (default: the profile's rooms set)"
+    )
+    p.add_argument("--profile", help="quick | cpu | paper (default: $DEPTHLIB_PROFILE or cpu)")
+    p.add_argument("--encoder", help="smp encoder, e.g. resnet18, resnet34 (profile default)")
+    p.add_argument(
+        "--encoder-weights",
+        metavar="FILE",
+        help="safetensors encoder file (e.g. from `depthlib pretrain`), or 'imagenet' (needs "
+        "network); default: random initialisation",
+    )
+    p.add_argument("--out", help="run folder (default: runs/finetune-<encoder>-<profile>)")
+    p.add_argument("--epochs", type=int, help="training epochs (profile default)")
+    p.add_argument("--label-fraction", type=float, help="seeded share of the train split, e.g. 0.1")
+    p.add_argument("--seed", type=int, help="seed of weights, batch order, augmentation, subset")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop with a checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_finetune)
+
+
+def _run_finetune(args) -> int:
+    from depthlib.finetune import finetune
+
+    result = finetune(
+        args.data,
+        args.profile,
+        encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
+        out=args.out,
+        resume=args.resume,
+        label_fraction=args.label_fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        time_budget_s=args.time_budget,
+    )
+    if result.interrupted:
+        return 130  # fit said where the checkpoint is and how to resume
+    if result.evaluation is not None:
+        ev = result.evaluation
+        print(f"\n{ev['split']} split of {ev['data']} ({ev['n_images']} images):\n{ev['table']}")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metric table of a checkpoint on a dataset split, beside train-set baselines",
+        description="NYU protocol: prediction resized to the GT size and clipped, valid "
+        "(1e-3, 10) m, metrics per image then averaged; Eigen crop automatic (on for real NYU "
+        "480x640, off for the rooms set). Baselines are fitted on the train split of the data.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder or one checkpoint folder")
+    p.add_argument("--data", required=True, help="labeled .mat/.h5, DenseDepth .csv or BTS .txt")
+    p.add_argument("--split", default="test", choices=("train", "test", "all"))
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
+    p.add_argument(
+        "--eigen-crop", action=argparse.BooleanOptionalAction, default=None, help="force on/off"
+    )
+    p.add_argument("--input-size", help="network input HxW (default: the training size)")
+    p.add_argument("--train-data", help="train list for baselines of a one-split folder export")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-images", type=int, help="evenly spaced subset, for a quick look")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from depthlib.evaluate import evaluate
+    from depthlib.predict import parse_input_size
+
+    size = parse_input_size(args.input_size)
+    result = evaluate(
+        args.checkpoint,
+        args.data,
+        args.split,
+        eigen_crop=args.eigen_crop,
+        batch_size=args.batch_size,
+        input_size=size if isinstance(size, tuple) else None,
+        which=args.which,
+        train_data=args.train_data,
+        max_images=args.max_images,
+        out=args.json,
+        progress=not args.quiet,
+    )
+    crop = "Eigen crop" if result["eigen_crop"] else "no crop"
+    where = f"{args.split} split of {args.data} ({result['n_images']} images, {crop})"
+    print(f"{result['checkpoint']} on the {where}:\n{result['table']}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="depth maps for images: 16-bit PNG in millimetres + colourised PNG",
+        description="Writes <name>_depth.png (uint16 mm) and <name>_depth_color.png (turbo, "
+        "near blue to far red, per-image 2-98% range) per image, any size. Unreadable files "
+        "are skipped and listed; the exit status is 1 if any was skipped.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files or folders")
+    p.add_argument("--checkpoint", required=True, help="run folder or one checkpoint folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--input-size",
+        default="train",
+        help="'train' (the checkpoint's training size), 'native' or HxW (default: %(default)s)",
+    )
+    p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from depthlib.predict import predict_paths
+
+    report = predict_paths(
+        args.inputs,
+        args.checkpoint,
+        args.out,
+        input_size=args.input_size,
+        which=args.which,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+    return 1 if report.skipped else 0
+
+
+_COMMANDS: list = [
+    _add_synth,
+    _add_info,
+    _add_reproduce,
+    _add_pretrain,
+    _add_finetune,
+    _add_evaluate,
+    _add_predict,
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,13 @@ class FinetuneConfig:
     label_fraction: float = 1.0
     seed: int = 0
     num_workers: int = 0
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    jitter: float = 0.2  # colour jitter strength (brightness, contrast, saturation ±jitter)
+    l1_weight: float = 0.0  # loss = SILog + l1_weight * L1 (m) + grad_weight * gradient matching
+    grad_weight: float = 0.0
+    val_images: int | None = None  # test images validated after each epoch (None: all)
+    eval_batch_size: int = 16
+    precision: str = "fp32"  # "bf16": bfloat16 autocast in training; "auto": bf16 where fast
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,12 @@ PROFILES: dict[str, Profile] = {
         ),
         pretrain=PretrainConfig(height=32, width=64, n_images=32, epochs=2, batch_size=8),
     ),
-    "cpu": Profile(name="cpu"),
+    "cpu": Profile(
+        name="cpu",
+        # Measured on 2 cores (benchmarks/bench_finetune.py): bf16 autocast 48 img/s at 64x96
+        # (float32 25), so 20 epochs of the 795 rooms end in about 6 minutes.
+        finetune=FinetuneConfig(height=64, width=96, epochs=20, precision="auto", val_images=100),
+    ),
     "paper": Profile(
         name="paper",
         rooms=RoomsConfig(n=1449, height=480, width=640),

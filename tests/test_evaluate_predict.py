@@ -1,0 +1,221 @@
+"""Evaluation with baselines, prediction to PNG files, and the finetune/evaluate/predict CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depthlib.cli import main
+from depthlib.data.folders import read_depth_png
+from depthlib.data.nyu import write_labeled, write_splits
+from depthlib.data.rooms import synthesize
+from depthlib.errors import CheckpointError, ConfigError, DataError
+from depthlib.evaluate import evaluate
+from depthlib.finetune import finetune
+from depthlib.metrics import METRIC_NAMES
+from depthlib.models import DepthUNetPlusPlus
+from depthlib.predict import colorize, depth_to_png16, find_images, predict_paths
+
+ROWS = {"model", "train mean depth map", "train median depth"}
+
+
+@pytest.fixture(autouse=True)
+def _tmp_dirs_one_thread(tmp_path, monkeypatch):
+    """Runs and caches in tmp_path; one torch thread (much faster on a shared 2-core machine)."""
+    monkeypatch.setenv("DEPTHLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "rooms.mat"
+    return synthesize(path, n=30, size=(48, 64), seed=1, n_train=18, progress=False, workers=1)
+
+
+@pytest.fixture(scope="module")
+def run_dir(rooms, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ft"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        finetune(rooms, "quick", out=out, epochs=1, progress=False, final_eval=False)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return DepthUNetPlusPlus(decoder_channels=(8, 8, 8, 8, 8), min_depth=0.1, max_depth=10.0)
+
+
+# ------------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_checkpoint_gives_model_and_baseline_rows(rooms, run_dir, tmp_path):
+    result = evaluate(run_dir, rooms, out=tmp_path / "e.json", progress=False)
+    assert set(result["rows"]) == ROWS
+    for row in result["rows"].values():
+        assert set(METRIC_NAMES) <= set(row) and row["n_images"] == 12
+        assert 0 <= row["delta1"] <= row["delta2"] <= row["delta3"] <= 1
+    assert result["eigen_crop"] is False  # a rooms file
+    assert result["input_size"] == [32, 64]  # the training size stored in the checkpoint
+    assert result["inference_images_per_s"] > 0
+    assert "| train mean depth map |" in result["table"]
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["rows"]["model"]["abs_rel"] == pytest.approx(result["rows"]["model"]["abs_rel"])
+
+
+def test_mean_depth_baseline_is_fitted_on_the_train_split(rooms):
+    """Scored on the train split itself, the mean map must beat its score on the test split
+    (it was fitted there); scored on test it is the honest baseline."""
+    on_train = evaluate(tiny_model(), rooms, "train", input_size=(32, 64), progress=False)
+    on_test = evaluate(tiny_model(), rooms, "test", input_size=(32, 64), progress=False)
+    name = "train mean depth map"
+    assert on_train["rows"][name]["rmse"] < on_test["rows"][name]["rmse"]
+
+
+def test_eigen_crop_is_automatic_for_real_nyu_size_only(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 480, 640, 3), dtype=np.uint8)
+    depths = rng.uniform(0.5, 9.0, (3, 480, 640)).astype(np.float32)
+    path = write_labeled(tmp_path / "nyu.mat", images, depths)
+    write_splits(tmp_path / "nyu_splits.mat", [0, 1], [2])
+    kw = {"input_size": (32, 64), "progress": False}
+    assert evaluate(tiny_model(), path, **kw)["eigen_crop"] is True
+    assert evaluate(tiny_model(), path, eigen_crop=False, **kw)["eigen_crop"] is False
+
+
+def test_evaluate_without_a_checkpoint_says_train_first(tmp_path, rooms):
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(CheckpointError, match="No latest checkpoint .* Train first"):
+        evaluate(tmp_path / "empty_run", rooms, progress=False)
+    with pytest.raises(CheckpointError, match="No checkpoint at"):
+        evaluate(tmp_path / "missing", rooms, progress=False)
+
+
+def test_evaluate_refuses_a_wrong_split_name(rooms):
+    with pytest.raises(DataError, match="split"):
+        evaluate(tiny_model(), rooms, "val", progress=False)
+
+
+# -------------------------------------------------------------------------------- predict
+
+
+def test_predict_odd_size_grey_rgba_and_a_corrupt_file(run_dir, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(images / "odd.png")
+    Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(images / "grey.png")
+    rgba = rng.integers(0, 256, (25, 41, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(images / "alpha.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (images / "notes.txt").write_text("not an image suffix: ignored")
+    report = predict_paths(images, run_dir, tmp_path / "out", progress=False)
+    assert [p.name for p, _ in report.skipped] == ["broken.jpg"]
+    assert "broken.jpg" in report.summary() and "not a readable image" in report.summary()
+    sizes = {"odd": (37, 53), "grey": (20, 30), "alpha": (25, 41)}
+    assert sorted(p.stem for p, _, _ in report.written) == sorted(sizes)
+    for name, size in sizes.items():
+        depth = read_depth_png(tmp_path / "out" / f"{name}_depth.png")  # 16-bit greyscale mm
+        assert depth.shape == size and (depth >= 0.1).all() and (depth <= 10.0).all()
+        with Image.open(tmp_path / "out" / f"{name}_depth_color.png") as colour:
+            assert colour.mode == "RGB" and colour.size == (size[1], size[0])
+
+
+def test_predict_native_size_and_single_file(run_dir, tmp_path):
+    path = tmp_path / "one.jpg"
+    Image.fromarray(np.full((19, 23, 3), 120, np.uint8)).save(path)
+    report = predict_paths(path, run_dir, tmp_path / "o", input_size="native", progress=False)
+    assert len(report.written) == 1 and not report.skipped
+    assert read_depth_png(report.written[0][1]).shape == (19, 23)
+
+
+def test_predict_unwritable_output_fails_before_any_work(run_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="Cannot write to the output folder"):
+        predict_paths(tmp_path, run_dir, blocker / "out", progress=False)
+
+
+def test_predict_missing_input_is_a_clear_error(run_dir, tmp_path):
+    with pytest.raises(DataError, match="No file or folder"):
+        find_images(tmp_path / "nope.png")
+
+
+def test_png16_is_millimetres_and_colours_use_the_range():
+    depth = np.array([[0.1234, 9.9996], [np.nan, 70.0]])
+    assert depth_to_png16(depth).tolist() == [[123, 10000], [0, 65535]]
+    ramp = np.linspace(1, 5, 50).reshape(5, 10)
+    c = colorize(ramp, (1, 5))
+    assert c.shape == (5, 10, 3) and c.dtype == np.uint8 and not np.array_equal(c[0, 0], c[-1, -1])
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_finetune_evaluate_predict_end_to_end(rooms, tmp_path, capsys):
+    run = tmp_path / "cli_run"
+    base = ["--profile", "quick", "--epochs", "1", "--quiet"]
+    assert main(["finetune", "--data", str(rooms), "--out", str(run), *base]) == 0
+    printed = capsys.readouterr().out
+    assert "| model |" in printed and "| train mean depth map |" in printed
+    assert (run / "evaluation.json").is_file()
+
+    out_json = tmp_path / "eval.json"
+    args = ["evaluate", "--checkpoint", str(run), "--data", str(rooms), "--json", str(out_json)]
+    assert main([*args, "--quiet"]) == 0
+    assert "| train median depth |" in capsys.readouterr().out
+    assert set(json.loads(out_json.read_text())["rows"]) == ROWS
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.full((37, 53, 3), 90, np.uint8)).save(image)
+    pred = tmp_path / "pred"
+    assert main(["predict", str(image), "--checkpoint", str(run), "--out", str(pred)]) == 0
+    assert read_depth_png(pred / "photo_depth.png").shape == (37, 53)
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    assert (
+        main(["predict", str(tmp_path / "bad.png"), "--checkpoint", str(run), "--out", str(pred)])
+        == 1
+    )
+    assert "bad.png" in capsys.readouterr().out
+
+
+def test_cli_encoder_weights_of_another_encoder_exit_2(rooms, tmp_path, capsys):
+    weights = DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5).save_encoder_weights(
+        tmp_path / "r34.safetensors"
+    )
+    argv = ["finetune", "--data", str(rooms), "--profile", "quick", "--quiet"]
+    code = main([*argv, "--encoder-weights", str(weights), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "resnet34 encoder but the model uses resnet18" in err and "depthlib finetune" in err
+
+
+def test_cli_evaluate_run_without_checkpoint_exit_2(rooms, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(rooms)]
+    assert main(argv) == 2
+    assert "Train first" in capsys.readouterr().err
+
+
+def test_cli_finetune_interrupted_returns_130(rooms, tmp_path, monkeypatch):
+    import depthlib.finetune as ft
+
+    real_fit = ft.fit
+
+    def interrupted_fit(*args, **kw):
+        result = real_fit(*args, **{**kw, "progress": False})
+        result.stop_reason = "interrupted"
+        return result
+
+    monkeypatch.setattr(ft, "fit", interrupted_fit)
+    argv = ["finetune", "--data", str(rooms), "--profile", "quick", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 130

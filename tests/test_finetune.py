@@ -1,0 +1,184 @@
+"""Fine-tuning on a tiny rooms set (quick profile): learning, label subsets, exact resume, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from depthlib.batching import EpochBatchSampler
+from depthlib.checkpoint import load_checkpoint
+from depthlib.data.dataset import DepthDataset, open_depth_dataset
+from depthlib.data.rooms import synthesize
+from depthlib.errors import CheckpointError, ConfigError
+from depthlib.finetune import (
+    PreloadedBatches,
+    finetune,
+    label_subset,
+    prepare_train_data,
+    validation_positions,
+)
+from depthlib.profiles import get_profile
+
+QUICK = get_profile("quick")
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory):
+    """40 rooms of 48x64 (the quick profile's size): 24 train (3 batches of 8), 16 test."""
+    path = tmp_path_factory.mktemp("data") / "rooms.mat"
+    return synthesize(path, n=40, size=(48, 64), seed=3, n_train=24, progress=False, workers=1)
+
+
+@pytest.fixture(autouse=True)
+def _tmp_dirs_one_thread(tmp_path, monkeypatch):
+    """Runs and caches in tmp_path; one torch thread: on a shared 2-core machine two OpenMP
+    threads per process measured ~10x slower for these tiny models than one."""
+    monkeypatch.setenv("DEPTHLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(rooms, out, **kw):
+    kw = {"progress": False, "final_eval": False} | kw
+    return finetune(rooms, "quick", out=out, **kw)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_tiny_finetune_lowers_the_loss_and_validates(rooms, tmp_path):
+    result = run(rooms, tmp_path / "r", epochs=5, lr=3e-3, warmup_epochs=0.0)
+    losses = [row["train_loss"] for row in result.train.history]
+    assert result.train.stop_reason == "completed" and result.train.step == 5 * 3
+    assert losses[-1] < 0.8 * losses[0], losses
+    last = result.train.history[-1]
+    assert {"val_abs_rel", "val_delta1", "val_rmse"} <= set(last)
+    assert result.train.best_checkpoint is not None  # best by validation abs_rel
+    best = load_checkpoint(result.train.best_checkpoint).meta["metrics"]["abs_rel"]
+    assert best == pytest.approx(min(r["val_abs_rel"] for r in result.train.history))
+
+
+def test_default_run_folder_and_final_evaluation(rooms, tmp_path):
+    result = finetune(rooms, "quick", epochs=1, progress=False)
+    assert result.run_dir == tmp_path / "runs" / "finetune-resnet18-quick"
+    rows = result.evaluation["rows"]
+    assert set(rows) == {"model", "train mean depth map", "train median depth"}
+    assert rows["model"]["n_images"] == 16  # the whole test split, not the validation subset
+    saved = json.loads((result.run_dir / "evaluation.json").read_text())
+    assert saved["rows"]["model"]["abs_rel"] == pytest.approx(rows["model"]["abs_rel"])
+    meta = load_checkpoint(result.run_dir).meta
+    assert meta["run_config"]["input_size"] == [QUICK.finetune.height, QUICK.finetune.width]
+
+
+def test_resume_mid_epoch_gives_the_straight_run_bit_for_bit(rooms, tmp_path):
+    straight = run(rooms, tmp_path / "a", epochs=2)
+    first = run(rooms, tmp_path / "b", epochs=2, time_budget_s=1e-9)  # stops after one step
+    assert first.train.stop_reason == "time_budget" and first.train.step == 1
+    resumed = run(rooms, tmp_path / "b", epochs=2, resume=True)
+    assert resumed.train.step == straight.train.step == 6
+    a, b = weights(straight.model), weights(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.train.history] == [
+        r["train_loss"] for r in straight.train.history
+    ]
+
+
+def test_resume_with_more_epochs_continues_at_the_same_step(rooms, tmp_path):
+    one = run(rooms, tmp_path / "c", epochs=1)
+    state = load_checkpoint(one.train.checkpoint).state
+    adam_steps = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert adam_steps == {3}
+    more = run(rooms, tmp_path / "c", epochs=2, resume=True)
+    assert more.train.step == 6 and len(more.train.history) == 2
+    state = load_checkpoint(more.train.checkpoint).state
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {6}
+
+
+def test_same_seed_same_run_other_seed_other_weights(rooms, tmp_path):
+    a = run(rooms, tmp_path / "s0", epochs=1, seed=4)
+    b = run(rooms, tmp_path / "s1", epochs=1, seed=4)
+    c = run(rooms, tmp_path / "s2", epochs=1, seed=5)
+    wa, wb, wc = weights(a.model), weights(b.model), weights(c.model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_label_fraction_is_a_seeded_subset(rooms, tmp_path):
+    subset = label_subset(795, 0.1, seed=0)
+    assert len(subset) == 80 and len(set(subset.tolist())) == 80
+    assert np.array_equal(subset, label_subset(795, 0.1, seed=0))
+    assert not np.array_equal(subset, label_subset(795, 0.1, seed=1))
+    assert np.array_equal(label_subset(10, 1.0, seed=0), np.arange(10))
+    result = run(rooms, tmp_path / "f", epochs=1, label_fraction=0.5, batch_size=4)
+    assert result.n_train == 12 and result.train.step == 3
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_label_fraction_outside_0_1_is_refused(fraction):
+    with pytest.raises(ConfigError, match="label_fraction"):
+        label_subset(100, fraction, seed=0)
+
+
+def test_too_few_labels_for_one_batch_says_what_to_do(rooms, tmp_path):
+    with pytest.raises(ConfigError, match="lower the batch size or raise label_fraction"):
+        run(rooms, tmp_path / "x", label_fraction=0.1)
+
+
+def test_validation_subset_is_evenly_spaced_and_stable():
+    assert validation_positions(10, None).tolist() == list(range(10))
+    assert validation_positions(10, 4).tolist() == [0, 3, 6, 9]
+    assert validation_positions(3, 10).tolist() == [0, 1, 2]
+
+
+def test_preloaded_batches_follow_seed_and_epoch_and_skip(rooms):
+    source = open_depth_dataset(rooms, "train")
+    data = prepare_train_data(source, QUICK.finetune, 1.0, seed=0)
+    assert isinstance(data, DepthDataset) and data.tensors["rgb"].shape[-2:] == (32, 64)
+    loader = PreloadedBatches(data, 8, seed=0)
+    loader.set_epoch(1)
+    epoch1 = [b["index"].tolist() for b in loader]
+    order = list(EpochBatchSampler(24, 8, seed=0, world_size=1, rank=0).__iter__())
+    loader.set_epoch(0)
+    assert [b["index"].tolist() for b in loader] == [source.indices[o].tolist() for o in order]
+    loader.set_epoch(1)
+    loader.skip_batches(2)
+    assert [b["index"].tolist() for b in loader] == epoch1[2:]
+    batch = next(iter(loader))
+    assert batch["image"].dtype == torch.float32 and batch["depth"].shape == (8, 1, 32, 64)
+
+
+def test_unknown_setting_and_off_stride_size_are_refused(rooms, tmp_path):
+    with pytest.raises(ConfigError, match="Unknown fine-tuning setting"):
+        run(rooms, tmp_path / "u", learning_rate=1e-3)
+    with pytest.raises(ConfigError, match="multiple of the encoder stride"):
+        run(rooms, tmp_path / "u", height=40)
+
+
+def test_encoder_weights_of_another_encoder_fail_clearly(rooms, tmp_path):
+    from depthlib.models import DepthUNetPlusPlus
+
+    path = DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5).save_encoder_weights(
+        tmp_path / "r34.safetensors"
+    )
+    with pytest.raises(CheckpointError, match="resnet34 encoder but the model uses resnet18"):
+        run(rooms, tmp_path / "w", encoder_weights=path)
+
+
+def test_used_run_folder_without_resume_is_refused(rooms, tmp_path):
+    run(rooms, tmp_path / "d", epochs=1)
+    with pytest.raises(ConfigError, match="resume"):
+        run(rooms, tmp_path / "d", epochs=1)
+
+
+def test_bf16_autocast_trains_and_bad_precision_is_refused(rooms, tmp_path):
+    result = run(rooms, tmp_path / "bf", epochs=3, lr=3e-3, warmup_epochs=0.0, precision="bf16")
+    losses = [row["train_loss"] for row in result.train.history]
+    assert losses[-1] < losses[0] and load_checkpoint(result.run_dir).meta["run_config"]["bf16"]
+    assert next(result.model.parameters()).dtype == torch.float32  # master weights stay fp32
+    with pytest.raises(ConfigError, match="precision"):
+        run(rooms, tmp_path / "bf2", precision="fp8")
