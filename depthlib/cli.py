@@ -7,6 +7,8 @@ function; user mistakes (``DepthlibError``) print a one-paragraph message and ex
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from depthlib.errors import DepthlibError
@@ -325,7 +327,8 @@ _COMMANDS: list = [
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.func(args)
+        with _distributed_if_launched():
+            result = args.func(args)
     except DepthlibError as err:
         print(f"depthlib {args.command}: {err}", file=sys.stderr)
         return 2
@@ -333,6 +336,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"depthlib {args.command}: interrupted.", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+@contextlib.contextmanager
+def _distributed_if_launched():
+    """Under torchrun, join the process group first (a half-set environment is a clean error),
+    let only rank 0 print to stdout, and leave the group at the end. A no-op otherwise."""
+    from depthlib.distributed import (
+        cleanup_distributed,
+        init_distributed,
+        is_main_process,
+        launched_by_torchrun,
+    )
+
+    if not launched_by_torchrun():
+        yield
+        return
+    init_distributed()
+    try:
+        if is_main_process():
+            yield
+        else:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                yield
+    finally:
+        cleanup_distributed()
 
 
 if __name__ == "__main__":

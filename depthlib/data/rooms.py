@@ -302,10 +302,16 @@ def format_summary(summary: dict) -> str:
 
 def rooms_for_profile(profile=None, *, progress: bool = True) -> Path:
     """The rooms file of a profile (``quick``/``cpu``/``paper`` or a Profile), rendered once and cached."""
+    from depthlib.distributed import barrier, is_main_process
     from depthlib.profiles import Profile, get_profile, rooms_path
 
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     cfg = prof.rooms
-    return ensure_rooms(
-        rooms_path(cfg), n=cfg.n, size=(cfg.height, cfg.width), seed=cfg.seed, progress=progress
-    )
+    kwargs = dict(n=cfg.n, size=(cfg.height, cfg.width), seed=cfg.seed, progress=progress)
+    # Under torchrun, rank 0 renders the cache while the others wait, then they find it ready.
+    if is_main_process():
+        path = ensure_rooms(rooms_path(cfg), **kwargs)
+    barrier()
+    if not is_main_process():
+        path = ensure_rooms(rooms_path(cfg), **kwargs)
+    return path
