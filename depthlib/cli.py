@@ -198,6 +198,11 @@ def _add_finetune(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--sync-batchnorm",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics over all processes (small per-process batches)",
+    )
     p.set_defaults(func=_run_finetune)
 
 
@@ -217,6 +222,7 @@ def _run_finetune(args) -> int:
         progress=not args.quiet,
         overwrite=args.overwrite,
         time_budget_s=args.time_budget,
+        sync_batchnorm=args.sync_batchnorm or None,
     )
     if result.interrupted:
         return 130  # fit said where the checkpoint is and how to resume

@@ -58,6 +58,7 @@ class FinetuneConfig:
     grad_weight: float = 0.0
     val_images: int | None = None  # test images validated after each epoch (None: all)
     eval_batch_size: int = 16
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes
     precision: str = "fp32"  # "bf16": bfloat16 autocast in training; "auto": bf16 where fast
 
 

@@ -23,7 +23,7 @@ def test_torchrun_finetune_two_processes(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
         f"--master_port={_free_port()}", "-m", "depthlib", "finetune",
-        "--profile", "quick", "--epochs", "1", "--out", str(tmp_path / "run"),
+        "--profile", "quick", "--epochs", "1", "--sync-batchnorm", "--out", str(tmp_path / "run"),
     ]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
