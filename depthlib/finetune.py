@@ -30,6 +30,7 @@ from depthlib.data.dataset import DepthDataset, open_depth_dataset
 from depthlib.data.nyu import NYULabeled
 from depthlib.data.rooms import rooms_for_profile
 from depthlib.data.transforms import Augment
+from depthlib.distributed import is_main_process
 from depthlib.errors import ConfigError
 from depthlib.evaluate import EvalSet, auto_eigen_crop, evaluate, load_eval_set, score_model
 from depthlib.losses import DepthLoss
@@ -327,7 +328,7 @@ def finetune(
         run_config=run_config,
     )
     evaluation = None
-    if final_eval and not result.interrupted:
+    if final_eval and not result.interrupted and is_main_process():  # rank 0 under torchrun
         evaluation = evaluate(
             model,
             data_path,
