@@ -76,6 +76,8 @@ class PretrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.04
+    weight_decay_end: float = 0.2  # SparK: weight decay rises 0.04 → 0.2 along a cosine
+    decoder_width: int = 128  # light decoder's widest block (the paper's 768 is for GPUs)
     warmup_epochs: float = 0.5
     grad_clip: float = 5.0
     seed: int = 0
@@ -101,7 +103,9 @@ PROFILES: dict[str, Profile] = {
         finetune=FinetuneConfig(
             decoder_channels=(32, 16, 16, 8, 8), height=32, width=64, epochs=2, batch_size=8
         ),
-        pretrain=PretrainConfig(height=32, width=64, n_images=32, epochs=2, batch_size=8),
+        pretrain=PretrainConfig(
+            height=32, width=64, n_images=32, epochs=2, batch_size=8, decoder_width=32
+        ),
     ),
     "cpu": Profile(
         name="cpu",
@@ -132,6 +136,7 @@ PROFILES: dict[str, Profile] = {
             epochs=100,
             batch_size=64,
             lr=2e-4 * 64 / 256,
+            decoder_width=768,
             num_workers=4,
         ),
     ),
