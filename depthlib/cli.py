@@ -97,6 +97,13 @@ def _run_info(args) -> int:
     return 0
 
 
+def _add_run_flags(p) -> None:
+    """The flags every training command shares: continue, start over, or run without bars."""
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_reproduce(sub) -> None:
     p = sub.add_parser(
         "reproduce",
@@ -141,9 +148,7 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--epochs", type=int, help="pretraining epochs (profile default)")
     p.add_argument("--n-images", type=int, help="unlabelled images to use (profile default)")
     p.add_argument("--decoder-width", type=int, help="light decoder width (SparK: 768)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_flags(p)
     p.set_defaults(func=_run_pretrain)
 
 
@@ -195,9 +200,7 @@ def _add_finetune(sub) -> None:
     p.add_argument("--label-fraction", type=float, help="seeded share of the train split, e.g. 0.1")
     p.add_argument("--seed", type=int, help="seed of weights, batch order, augmentation, subset")
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop with a checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete a previous run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_flags(p)
     p.add_argument(
         "--sync-batchnorm",
         action="store_true",
