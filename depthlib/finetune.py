@@ -48,6 +48,7 @@ __all__ = [
     "finetune",
     "label_subset",
     "prepare_train_data",
+    "subset_passes",
     "use_bf16",
     "validation_positions",
 ]
@@ -210,9 +211,19 @@ def build_model(cfg: FinetuneConfig, encoder_weights=None) -> DepthUNetPlusPlus:
     )
 
 
+def subset_passes(n: int, subset: int) -> int:
+    """How often a labelled subset is repeated per epoch so that an epoch of a low-label run has
+    the full split's number of steps: the same optimisation budget per epoch for every label
+    fraction (and a shared x-axis for learning curves)."""
+    return max(1, round(n / max(1, subset)))
+
+
 def prepare_train_data(source, cfg: FinetuneConfig, label_fraction: float, seed: int):
-    """The (subset of the) train split, resized and preloaded, with tensor augmentation."""
+    """The (subset of the) train split, resized and preloaded, with tensor augmentation.
+
+    A subset is repeated :func:`subset_passes` times; each copy gets its own augmentation."""
     positions = label_subset(len(source), label_fraction, seed)
+    positions = np.tile(positions, subset_passes(len(source), len(positions)))
     augment = Augment(flip=0.5, brightness=cfg.jitter, contrast=cfg.jitter, saturation=cfg.jitter)
     return DepthDataset(
         _Subset(source, positions),
@@ -290,6 +301,7 @@ def finetune(
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg, encoder_weights)
     train_set = prepare_train_data(train_source, cfg, cfg.label_fraction, cfg.seed)
+    n_labelled = len(label_subset(len(train_source), cfg.label_fraction, cfg.seed))
     loader = PreloadedBatches(train_set, cfg.batch_size, seed=cfg.seed)
     val_positions = validation_positions(len(test_source), cfg.val_images)
     val_set = load_eval_set(test_source, (cfg.height, cfg.width), val_positions)
@@ -311,7 +323,8 @@ def finetune(
         "input_size": [cfg.height, cfg.width],
         "finetune": dataclasses.asdict(cfg),
         "encoder_weights": None if encoder_weights is None else str(encoder_weights),
-        "n_train": len(train_set),
+        "n_train": n_labelled,
+        "subset_passes": len(train_set) // n_labelled,
         "n_val": len(val_set),
         "bf16": bf16,
     }
@@ -338,4 +351,4 @@ def finetune(
             out=run_dir / "evaluation.json",
             progress=progress,
         )
-    return FinetuneResult(result, model, run_dir, data_path, evaluation, len(train_set))
+    return FinetuneResult(result, model, run_dir, data_path, evaluation, n_labelled)

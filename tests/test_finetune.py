@@ -16,6 +16,7 @@ from depthlib.finetune import (
     finetune,
     label_subset,
     prepare_train_data,
+    subset_passes,
     validation_positions,
 )
 from depthlib.profiles import get_profile
@@ -115,7 +116,19 @@ def test_label_fraction_is_a_seeded_subset(rooms, tmp_path):
     assert not np.array_equal(subset, label_subset(795, 0.1, seed=1))
     assert np.array_equal(label_subset(10, 1.0, seed=0), np.arange(10))
     result = run(rooms, tmp_path / "f", epochs=1, label_fraction=0.5, batch_size=4)
-    assert result.n_train == 12 and result.train.step == 3
+    # 12 labelled images, repeated twice: an epoch has the full split's 24 // 4 = 6 steps
+    assert result.n_train == 12 and result.train.step == 6
+
+
+def test_subset_is_repeated_to_the_full_epoch_with_fresh_augmentation(rooms):
+    assert subset_passes(795, 80) == 10 and subset_passes(795, 795) == 1
+    assert subset_passes(795, 500) == 2 and subset_passes(10, 0) == 10
+    source = open_depth_dataset(rooms, "train")
+    data = prepare_train_data(source, QUICK.finetune, 0.25, seed=0)
+    assert len(data) == 24  # 6 labelled images x 4 passes
+    first, copy = data.batch([0]), data.batch([6])
+    assert torch.equal(data.tensors["rgb"][0], data.tensors["rgb"][6])
+    assert not torch.equal(first["image"], copy["image"])
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
@@ -126,7 +139,7 @@ def test_label_fraction_outside_0_1_is_refused(fraction):
 
 def test_too_few_labels_for_one_batch_says_what_to_do(rooms, tmp_path):
     with pytest.raises(ConfigError, match="lower the batch size or raise label_fraction"):
-        run(rooms, tmp_path / "x", label_fraction=0.1)
+        run(rooms, tmp_path / "x", batch_size=32)  # the train split holds 24 images
 
 
 def test_validation_subset_is_evenly_spaced_and_stable():
