@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from depthlib.atomic import atomic_write_text
 from depthlib.checkpoint import load_checkpoint, to_json
 from depthlib.data.dataset import open_depth_dataset
-from depthlib.data.nyu import NYULabeled, read_extras
+from depthlib.data.nyu import NYULabeled
+from depthlib.data.rooms import is_rooms_file
 from depthlib.data.transforms import resize_rgb
 from depthlib.errors import ConfigError, DataError
 from depthlib.metrics import (
@@ -182,14 +183,6 @@ def load_model(checkpoint_or_model, which: str = "latest") -> tuple[nn.Module, d
     }
 
 
-def _is_rooms_file(path: Path) -> bool:
-    try:
-        _, attrs = read_extras(path)
-    except (OSError, DataError):
-        return False
-    return str(attrs.get("generator", "")).startswith("depthlib-rooms")
-
-
 def auto_eigen_crop(source) -> bool:
     """True for real NYU at 480x640 (the protocol's crop); the rooms set has no border to hide."""
     sample_size = getattr(source, "image_size", None)
@@ -197,7 +190,7 @@ def auto_eigen_crop(source) -> bool:
         sample_size = source[0]["depth"].shape
     if tuple(sample_size or ()) != NYU_SIZE:
         return False
-    return not (isinstance(source, NYULabeled) and _is_rooms_file(source.path))
+    return not (isinstance(source, NYULabeled) and is_rooms_file(source.path))
 
 
 def _open_train(data: Path, source, train_data) -> object | None:

@@ -42,6 +42,7 @@ __all__ = [
     "default_workers",
     "ensure_rooms",
     "format_summary",
+    "is_rooms_file",
     "parse_knobs",
     "parse_size",
     "render_room",
@@ -71,6 +72,17 @@ def parse_knobs(items: list[str] | None) -> RoomKnobs | None:
                 f"Knob {name} needs a number, got {value!r} (e.g. {name}=1)."
             ) from None
     return RoomKnobs(**forced).validated() if forced else None
+
+
+def is_rooms_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a labelled file this generator wrote (not real NYU data)."""
+    from depthlib.data.nyu import read_extras
+
+    try:
+        _, attrs = read_extras(Path(path))
+    except (OSError, DepthlibError):
+        return False
+    return str(attrs.get("generator", "")) == GENERATOR
 
 
 def split_indices(
