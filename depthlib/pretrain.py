@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save
 from torch import nn
 
 from depthlib import distributed as dist
+from depthlib.atomic import atomic_write
 from depthlib.data.transforms import normalize
-from depthlib.errors import ConfigError
+from depthlib.errors import ConfigError, DataError
 from depthlib.masking import kept_patch_count
 from depthlib.pretrain_data import (
     MAX_PRELOAD_BYTES,
@@ -50,6 +52,7 @@ __all__ = [
     "ReconstructionFigures",
     "SparkTask",
     "build_spark",
+    "load_reconstructions",
     "pretrain",
     "random_resized_crop",
     "reconstruction_figure",
@@ -148,7 +151,8 @@ def reconstruction_figure(recon: Mapping[str, torch.Tensor], title: str | None =
 
 class ReconstructionFigures:
     """An ``on_epoch_end`` callback: reconstruct fixed images under a fixed mask, save
-    ``<directory>/epoch_XXXX.png`` and log the loss on them as ``recon_loss``.
+    ``<directory>/epoch_XXXX.png`` (and the tensors as ``epoch_XXXX.safetensors``, so figures
+    comparing epochs need no retraining) and log the loss on them as ``recon_loss``.
 
     The images are the first of the pool (training images: there is no held-out unlabelled
     set); the mask comes from ``seed``, so every epoch's figure shows the same hidden patches.
@@ -177,7 +181,23 @@ class ReconstructionFigures:
                 recon, f"SparK reconstructions, epoch {epoch} (loss {recon['loss']:.3f})"
             )
             save_figure(fig, f"epoch_{epoch:04d}", self.directory)
+            tensors = {k: v.detach().cpu().contiguous() for k, v in recon.items() if k != "loss"}
+            path = self.directory / f"epoch_{epoch:04d}.safetensors"
+            atomic_write(path, lambda f: f.write(save(tensors)))
         return {"recon_loss": float(recon["loss"])}
+
+
+def load_reconstructions(run_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
+    """``{epoch: reconstruction}`` saved by a pretraining run's :class:`ReconstructionFigures`
+    (the dict :meth:`SparK.reconstruct` returns, without the loss), oldest epoch first."""
+    directory = Path(run_dir) / "reconstructions"
+    files = sorted(directory.glob("epoch_*.safetensors"))
+    if not files:
+        raise DataError(
+            f"No saved reconstructions in {directory}: pretrain with figures=True (the default) "
+            "to record them each epoch."
+        )
+    return {int(f.stem.split("_")[1]): load_file(str(f)) for f in files}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from depthlib.errors import ConfigError, DataError
 from depthlib.losses import silog_loss
 from depthlib.masking import kept_patch_count
 from depthlib.models import DepthUNetPlusPlus
-from depthlib.pretrain import SparkTask, pretrain, random_resized_crop
+from depthlib.pretrain import SparkTask, load_reconstructions, pretrain, random_resized_crop
 from depthlib.pretrain_data import (
     UNLABELLED_SEED_OFFSET,
     PretrainBatches,
@@ -195,6 +195,12 @@ def test_pretrain_logs_checkpoints_and_reconstruction_figures(tmp_path):
     assert result.train.step == 4 and result.train.stop_reason == "completed"
     assert (tmp_path / "run" / "reconstructions" / "epoch_0002.png").is_file()
     assert all(0 < row["recon_loss"] < 10 for row in result.train.history)
+    saved = load_reconstructions(tmp_path / "run")
+    assert list(saved) == [1, 2]
+    assert set(saved[2]) == {"input", "masked", "prediction", "composite", "mask"}
+    assert saved[2]["input"].shape == saved[1]["input"].shape
+    assert torch.equal(saved[1]["masked"], saved[2]["masked"])  # same images, same mask
+    assert not torch.equal(saved[1]["prediction"], saved[2]["prediction"])
     meta = json.loads((tmp_path / "run" / "checkpoints" / "epoch_0002" / "meta.json").read_text())
     assert meta["model"]["class"] == "depthlib.spark.SparK"
     assert meta["model"]["config"]["decoder_width"] == 16
