@@ -1,0 +1,218 @@
+"""Notebook 00's data helpers (gallery, knob sweeps, split histograms) and its figures."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from depthlib.data.gallery import (
+    gallery_samples,
+    render_knob_sweep,
+    room_arrays,
+    split_depth_histograms,
+)
+from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
+from depthlib.data.rooms import RoomKnobs, synthesize
+from depthlib.errors import ConfigError, DataError
+from depthlib.viz import save_figure
+from depthlib.viz.data import plot_depth_statistics, plot_rooms_gallery, plot_rooms_knobs
+
+H, W = 24, 32
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def rooms_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rooms") / "rooms.mat"
+    return synthesize(path, n=8, size=(H, W), seed=0, progress=False, workers=1)
+
+
+# ------------------------------------------------------------------------------- room_arrays
+
+
+def test_room_arrays_round_trip_through_the_labeled_layout(tmp_path):
+    images, depths, raw = room_arrays(3, H, W, seed=1)
+    assert images.shape == (3, H, W, 3) and images.dtype == np.uint8
+    assert depths.shape == raw.shape == (3, H, W) and depths.dtype == np.float32
+    assert np.any(raw == 0) and np.all(depths > 0)  # raw has holes, filled depth has none
+    path = write_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, raw)
+    write_splits(tmp_path / "splits.mat", [0, 1], [2])
+    test = NYULabeled(path, split="test", depth="raw")
+    sample = test[0]
+    assert sample["index"] == 2
+    np.testing.assert_array_equal(sample["rgb"], images[2])
+    np.testing.assert_array_equal(sample["valid"], raw[2] > 0)
+
+
+def test_room_arrays_needs_a_room():
+    with pytest.raises(ConfigError, match="at least 1"):
+        room_arrays(0, H, W)
+
+
+# --------------------------------------------------------------------------- gallery_samples
+
+
+def test_gallery_samples_carry_filled_raw_and_knobs(rooms_file):
+    samples = gallery_samples(rooms_file, [1, 5])
+    assert [s["index"] for s in samples] == [1, 5]
+    for s in samples:
+        assert s["rgb"].shape == (H, W, 3) and s["depth"].shape == (H, W)
+        assert np.all(s["depth"] > 0)
+        holes = s["raw_depth"] == 0
+        assert s["hole_fraction"] == pytest.approx(holes.mean())
+        # where the sensor saw something, raw depth is the filled depth up to quantisation
+        ok = ~holes
+        assert np.allclose(s["raw_depth"][ok], s["depth"][ok], rtol=0.05, atol=0.02)
+        assert 0.0 < s["knobs"]["light"] <= 10.0 and s["knobs"]["index"] == s["index"]
+
+
+def test_gallery_samples_reject_bad_indices(rooms_file):
+    with pytest.raises(DataError, match=r"out of range.*0\.\.7"):
+        gallery_samples(rooms_file, [8])
+    with pytest.raises(ConfigError, match="at least one"):
+        gallery_samples(rooms_file, [])
+
+
+# ------------------------------------------------------------------------------- render_knob_sweep
+
+
+def test_light_sweep_changes_colours_only():
+    sweep = render_knob_sweep("light", (0.2, 0.7, 1.2), index=3, height=H, width=W)
+    assert sweep["applied"] == pytest.approx([0.2, 0.7, 1.2])
+    assert sweep["rgb_changes"] and not sweep["depth_changes"]
+    for depth, raw in zip(sweep["depth"][1:], sweep["raw_depth"][1:], strict=True):
+        np.testing.assert_array_equal(depth, sweep["depth"][0])
+        np.testing.assert_array_equal(raw, sweep["raw_depth"][0])
+    brightness = [rgb.mean() for rgb in sweep["rgb"]]
+    assert brightness == sorted(brightness) and brightness[0] < brightness[-1]
+
+
+def test_contrast_sweep_keeps_depth_and_geometry_sweeps_change_it():
+    contrast = render_knob_sweep("contrast", (0.0, 1.0), index=3, height=H, width=W)
+    assert contrast["rgb_changes"] and not contrast["depth_changes"]
+    size = render_knob_sweep("size_scale", (0.6, 1.5), index=3, height=H, width=W)
+    assert size["depth_changes"]
+    height = render_knob_sweep("camera_height", (1.0, 1.8), index=3, height=H, width=W)
+    assert height["depth_changes"]
+    assert height["applied"] == pytest.approx([1.0, 1.8])
+
+
+def test_sweep_reports_the_rooms_own_value_and_the_unforced_room():
+    from depthlib.data.rooms import render_room
+
+    own = render_room(0, 3, H, W)
+    sweep = render_knob_sweep("light", (own["knobs"]["light"],), index=3, height=H, width=W)
+    assert sweep["own_value"] == pytest.approx(own["knobs"]["light"])
+    np.testing.assert_array_equal(sweep["rgb"][0], own["rgb"])  # forcing its own value = no-op
+
+
+def test_n_objects_sweep_uses_whole_numbers():
+    sweep = render_knob_sweep("n_objects", (2.0, 6.0), index=1, height=H, width=W)
+    assert sweep["values"] == [2, 6] and all(isinstance(v, int) for v in sweep["values"])
+
+
+def test_bad_knob_name_lists_the_valid_knobs():
+    with pytest.raises(ConfigError) as err:
+        render_knob_sweep("brightness", (0.5,), height=H, width=W)
+    for name in RoomKnobs.names():
+        assert name in str(err.value)
+
+
+def test_bad_knob_values_are_config_errors():
+    with pytest.raises(ConfigError, match="at least one value"):
+        render_knob_sweep("light", (), height=H, width=W)
+    with pytest.raises(ConfigError, match="outside"):
+        render_knob_sweep("contrast", (1.5,), height=H, width=W)
+
+
+# ------------------------------------------------------------------- split_depth_histograms
+
+
+def test_split_histograms_count_every_valid_pixel(rooms_file):
+    hist = split_depth_histograms(rooms_file)
+    assert set(hist) == {"train", "test"}
+    for split, h in hist.items():
+        reader = NYULabeled(rooms_file, split=split)
+        values = np.concatenate(
+            [reader[i]["depth"][reader[i]["valid"]] for i in range(len(reader))]
+        )
+        assert h["n_images"] == len(reader)
+        assert h["n_pixels"] == values.size == h["counts"].sum()
+        assert h["mean"] == pytest.approx(values.mean(), rel=1e-6)
+        width = np.diff(h["bins"]).max()
+        assert abs(h["median"] - np.median(values)) <= width
+    assert hist["train"]["n_images"] + hist["test"]["n_images"] == 8
+
+
+def test_split_histograms_keep_out_of_range_depths_in_the_end_bins(rooms_file):
+    hist = split_depth_histograms(rooms_file, bins=np.array([0.0, 1.0, 2.0]))
+    reader = NYULabeled(rooms_file, split="train")
+    n_valid = sum(int(reader[i]["valid"].sum()) for i in range(len(reader)))
+    assert hist["train"]["counts"].sum() == n_valid  # depths beyond 2 m land in the last bin
+
+
+def test_split_histograms_reject_bad_bins(rooms_file):
+    with pytest.raises(ConfigError, match="increasing"):
+        split_depth_histograms(rooms_file, bins=[3.0, 1.0])
+
+
+# ----------------------------------------------------------------------------------- figures
+
+
+def test_gallery_figure_has_three_panels_per_room(rooms_file, tmp_path):
+    samples = gallery_samples(rooms_file, [0, 1, 2, 3, 4])  # odd: the last row is half empty
+    fig = plot_rooms_gallery(samples, rooms_per_row=2)
+    assert isinstance(fig, Figure)
+    with_images = [ax for ax in fig.axes if ax.images]
+    assert len(with_images) == 3 * len(samples)
+    assert [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.axison] == ["depth (m)"]
+    raw_titles = [ax.get_title() for ax in with_images[2::3]]
+    assert all("holes" in t for t in raw_titles)
+    path = save_figure(fig, "rooms_gallery", directory=tmp_path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_knob_sweep_figure_shows_depth_only_where_it_changes(tmp_path):
+    sweeps = [
+        render_knob_sweep("light", (0.2, 1.0, 1.3), index=2, height=H, width=W),
+        render_knob_sweep("size_scale", (0.7, 1.4), index=2, height=H, width=W),
+    ]
+    fig = plot_rooms_knobs(sweeps)
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 3 + 2 * 2  # light: RGB row only; size_scale: RGB + depth rows
+    assert len(fig.axes) == len(images) + 1  # one colour bar, for the depth row
+    titles = {t.get_text() for t in fig.texts}
+    assert any("depth map identical" in t for t in titles)
+    assert any("depth maps differ" in t for t in titles)
+    save_figure(fig, "rooms_knobs", directory=tmp_path)
+
+
+def test_depth_statistics_figure_with_and_without_the_mean_map(rooms_file):
+    hist = split_depth_histograms(rooms_file)
+    fig = plot_depth_statistics(hist)
+    assert len(fig.axes) == 1
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("train:") for t in legend) and any(
+        t.startswith("test:") for t in legend
+    )
+    mean_map = np.linspace(1.0, 4.0, H * W).reshape(H, W)
+    scores = {"delta1": 0.5, "abs_rel": 0.3, "rmse": 1.1}
+    fig = plot_depth_statistics(hist, mean_map, scores)
+    assert len(fig.axes) == 3  # histogram, mean map, colour bar
+    assert "δ1 0.500" in fig.axes[1].get_title()
+
+
+def test_figures_reject_empty_input(rooms_file):
+    with pytest.raises(DataError):
+        plot_rooms_gallery([])
+    with pytest.raises(ConfigError, match="rooms_per_row"):
+        plot_rooms_gallery(gallery_samples(rooms_file, [0]), rooms_per_row=0)
+    with pytest.raises(DataError):
+        plot_rooms_knobs([])
+    with pytest.raises(DataError):
+        plot_depth_statistics({})
