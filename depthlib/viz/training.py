@@ -1,0 +1,215 @@
+"""Figures of training runs: learning curves averaged over seeds, and SparK reconstructions early
+vs late in pretraining. Inputs are run folders (their ``log.jsonl``, see :mod:`depthlib.run_log`)
+or rows already in memory, and the dicts :meth:`depthlib.spark.SparK.reconstruct` returns."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from depthlib.errors import ConfigError, DataError
+from depthlib.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from depthlib.viz.masking import _bare, _hwc
+
+__all__ = ["plot_learning_curves", "plot_reconstruction_progress", "read_run_rows"]
+
+LOG_NAME = "log.jsonl"
+LOSS_KEY = "train_loss"
+Run = str | os.PathLike | Sequence[Mapping]
+
+
+def read_run_rows(run: Run) -> tuple[str, list[Mapping]]:
+    """``(name, rows)`` of one run: a run folder holding ``log.jsonl`` (one JSON row per epoch,
+    written by :class:`depthlib.run_log.RunLog`), the ``log.jsonl`` file itself, or rows already
+    loaded (e.g. ``finetune(...).train.history``)."""
+    if not isinstance(run, (str, os.PathLike)):
+        rows = list(run)
+        if not rows or not all(isinstance(r, Mapping) for r in rows):
+            raise DataError(
+                "A run given as rows must be a non-empty list of per-epoch dicts (e.g. "
+                "finetune(...).train.history); got "
+                + ("an empty list." if not rows else f"items of type {type(rows[0]).__name__}.")
+            )
+        return "rows", rows
+    path = Path(run)
+    log = path if path.is_file() else path / LOG_NAME
+    if not log.is_file():
+        raise ConfigError(
+            f"No {LOG_NAME} in {path}. Pass the folder a training run wrote (the out= of "
+            "finetune/pretrain, e.g. runs/<name>), or the rows of a run (result.train.history)."
+        )
+    rows = []
+    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as err:
+            raise DataError(
+                f"{log} line {number} is not JSON ({err}). Was the file edited by hand? "
+                "Re-run the training or delete that line."
+            ) from err
+    if not rows:
+        raise DataError(f"{log} is empty: the run ended before its first epoch. Train longer.")
+    return str(path), rows
+
+
+def _column(name: str, rows: Sequence[Mapping], key: str, x: str) -> dict[float, float]:
+    """``{x: value}`` of one run for ``key`` (``abs_rel`` also finds ``val_abs_rel``)."""
+    found = next((k for k in (key, f"val_{key}") if any(k in r for r in rows)), None)
+    if found is None:
+        known = sorted({k for r in rows for k in r})
+        raise DataError(
+            f"Run {name} has no {key!r} in its log (columns: {', '.join(known)}). Choose "
+            "metrics= among those (val_ may be left out), or validate during training."
+        )
+    if not any(x in r for r in rows):
+        raise DataError(f"Run {name} has no x column {x!r}; use x='epoch', 'step' or 'elapsed_s'.")
+    out = {}
+    for row in rows:
+        value = row.get(found)
+        if x in row and isinstance(value, (int, float)) and math.isfinite(value):
+            out[float(row[x])] = float(value)  # a later duplicate (resume) wins
+    return out
+
+
+def _mean_std(curves: Sequence[Mapping[float, float]]) -> tuple[np.ndarray, ...]:
+    """x, mean, std (ddof 1; 0 where one run only) over the runs that reached each x."""
+    xs = np.array(sorted(set().union(*curves)), dtype=float)
+    mean, std = np.empty_like(xs), np.zeros_like(xs)
+    for i, x in enumerate(xs):
+        values = np.array([c[x] for c in curves if x in c])
+        mean[i] = values.mean()
+        std[i] = values.std(ddof=1) if len(values) > 1 else 0.0
+    return xs, mean, std
+
+
+def _title(key: str) -> str:
+    """``val delta1 ↑`` for validation metrics, the plain name for other logged values."""
+    if key == LOSS_KEY:
+        return "train loss ↓"
+    name = key.removeprefix("val_")
+    if name in METRIC_NAMES:
+        return f"val {name} {'↑' if name in HIGHER_IS_BETTER else '↓'}"
+    return key.replace("_", " ") + (" ↓" if "loss" in key else "")
+
+
+def plot_learning_curves(
+    groups: Mapping[str, Sequence[Run]],
+    metrics: Sequence[str] = ("abs_rel", "delta1"),
+    x: str = "epoch",
+):
+    """One panel for the train loss and one per validation metric; one line per group: the mean
+    over its runs (e.g. seeds) with a ±1 std band (sample std, where two or more runs reached
+    that x). ``groups`` maps a label to runs: run folders, ``log.jsonl`` paths or lists of rows."""
+    if not groups:
+        raise ConfigError("plot_learning_curves needs at least one group {label: [runs]}.")
+    keys = [LOSS_KEY] + [m for m in metrics if m != LOSS_KEY]
+    curves: dict[str, list[list[dict[float, float]]]] = {}
+    for label, runs in groups.items():
+        if isinstance(runs, (str, os.PathLike)) or not len(runs):
+            raise ConfigError(
+                f"Group {label!r} must be a non-empty list of runs, got {runs!r}; wrap a single "
+                "run folder in a list: {'label': [folder]}."
+            )
+        loaded = [read_run_rows(run) for run in runs]
+        curves[label] = [[_column(name, rows, k, x) for name, rows in loaded] for k in keys]
+
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False, layout="constrained"
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for g, (label, per_key) in enumerate(curves.items()):
+        color = colors[g % len(colors)]
+        n = len(per_key[0])
+        for ax, runs in zip(axes[0], per_key, strict=True):
+            xs, mean, std = _mean_std(runs)
+            ax.plot(
+                xs,
+                mean,
+                color=color,
+                lw=1.8,
+                marker="o" if len(xs) < 15 else None,
+                ms=3,
+                label=f"{label} ({n} run{'s' if n > 1 else ''})",
+            )
+            if n > 1:
+                ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_title(_title(key), fontsize=11)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.grid(alpha=0.3)
+        if key == LOSS_KEY:
+            ax.set_ylabel("mean per epoch")
+    axes[0, 0].legend(fontsize=9, frameon=False)
+    fig.suptitle("Learning curves: mean over runs, band = ±1 std", fontsize=12)
+    return fig
+
+
+def _stage_tensors(stages: Mapping[str, Mapping[str, torch.Tensor]]):
+    if not stages:
+        raise DataError("plot_reconstruction_progress needs at least one {label: reconstruction}.")
+    needed = ("input", "masked", "composite", "mask")
+    for label, recon in stages.items():
+        missing = [k for k in needed if k not in recon]
+        if missing:
+            raise DataError(
+                f"Stage {label!r} lacks {missing}; pass the dict SparK.reconstruct(images, mask) "
+                "returns."
+            )
+    first = next(iter(stages.values()))
+    for label, recon in stages.items():
+        same = recon["input"].shape == first["input"].shape and torch.equal(
+            recon["mask"].cpu(), first["mask"].cpu()
+        )
+        if not same or not torch.allclose(recon["input"].cpu(), first["input"].cpu(), atol=1e-4):
+            raise DataError(
+                f"Stage {label!r} shows other images or another mask than the first stage; "
+                "reconstruct the same images under the same mask at every stage (a fixed mask "
+                "seed, as pretrain.ReconstructionFigures does), or the comparison is meaningless."
+            )
+    return first
+
+
+def plot_reconstruction_progress(stages: Mapping[str, Mapping[str, torch.Tensor]]):
+    """Reconstructions early vs late: rows = images; columns = input, masked input, then the
+    composite (visible patches from the input, hidden ones predicted) of each stage, in the
+    mapping's order. White outlines mark the predicted patches; titles give each stage's loss."""
+    first = _stage_tensors(stages)
+    n, _, height, width = first["input"].shape
+    columns = [("input", first["input"]), ("masked input", first["masked"])]
+    for label, recon in stages.items():
+        loss = recon.get("loss")
+        title = label if loss is None else f"{label}\nloss {float(loss):.3f}"
+        columns.append((title, recon["composite"]))
+    side = 2.3
+    fig, axes = plt.subplots(
+        n,
+        len(columns),
+        figsize=(side * len(columns), side * height / width * n + 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    hidden = ~first["mask"].bool().cpu()
+    for r in range(n):
+        for c, (title, images) in enumerate(columns):
+            ax = axes[r, c]
+            ax.imshow(_hwc(images[r].detach().float().cpu()))
+            if c >= 2 and hidden[r, 0].any():
+                ax.contour(
+                    hidden[r, 0].numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8
+                )
+            _bare(ax)
+            if r == 0:
+                ax.set_title(title, fontsize=10)
+    fig.suptitle(
+        "SparK reconstructions: hidden patches predicted (outlined), visible copied", fontsize=11
+    )
+    return fig
