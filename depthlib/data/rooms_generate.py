@@ -52,10 +52,27 @@ def sample_scene(seed: int, index: int, knobs: RoomKnobs | None = None) -> Scene
     )
 
 
+def object_ids(scene: Scene, surf: np.ndarray) -> np.ndarray:
+    """Per-pixel furniture id (int32, same shape as ``surf``; -1 = walls, floor, ceiling and flat
+    decor) from the surface index every ray hit."""
+    groups = np.array([p.group for p in scene.primitives] or [-1], np.int32)
+    ids = surf.astype(np.int64)
+    inside = ids >= render.N_ROOM_FACES
+    return np.where(inside, groups[np.where(inside, ids - render.N_ROOM_FACES, 0)], -1).astype(
+        np.int32
+    )
+
+
 def render_scene(
-    scene: Scene, height: int, width: int, rng: np.random.Generator, raw: bool = True
+    scene: Scene,
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    raw: bool = True,
+    objects: bool = False,
 ) -> dict:
-    """Pixels of a scene: ``rgb`` uint8, ``depth`` float32 m, ``raw_depth`` (or None), ``stats``."""
+    """Pixels of a scene: ``rgb`` uint8, ``depth`` float32 m, ``raw_depth`` (or None), ``stats``,
+    and with ``objects`` the per-pixel furniture id map (see :func:`object_ids`)."""
     depth, surf, dirs = render.cast(scene, height, width)
     p, normals, albedo, glow = render.surfaces(scene, depth, surf, dirs)
     radiance, _ = render.shade(scene, p, normals, albedo, glow)
@@ -73,20 +90,20 @@ def render_scene(
             rng,
             fx,
         )
-    stats = _measure(scene, surf, albedo, rgb, raw_depth)
-    return {"rgb": rgb, "depth": depth, "raw_depth": raw_depth, "stats": stats}
+    ids = object_ids(scene, surf)
+    stats = _measure(scene, surf, ids.reshape(-1), albedo, rgb, raw_depth)
+    out = {"rgb": rgb, "depth": depth, "raw_depth": raw_depth, "stats": stats}
+    if objects:
+        out["objects"] = ids.reshape(height, width)
+    return out
 
 
-def _measure(scene: Scene, surf: np.ndarray, albedo: np.ndarray, rgb, raw_depth) -> dict:
-    """What the image actually shows: visible object sizes, colour distance, brightness, holes."""
-    groups = np.array([p.group for p in scene.primitives] or [-1])
-    ids = surf.reshape(-1).astype(np.int64)
-    group_of = np.where(
-        ids >= render.N_ROOM_FACES, groups[np.maximum(ids - render.N_ROOM_FACES, 0)], -1
-    )
+def _measure(scene: Scene, surf, group_of: np.ndarray, albedo: np.ndarray, rgb, raw_depth) -> dict:
+    """What the image actually shows: visible object sizes, colour distance, brightness, holes.
+    ``group_of``: the flat furniture id map (-1 = room surfaces and decor)."""
     is_object = group_of >= 0
     encoded = albedo ** (1 / 2.2)  # distances on a perceptual-ish scale, like the 8-bit image
-    room_px = ids < render.N_ROOM_FACES
+    room_px = surf.reshape(-1) < render.N_ROOM_FACES  # walls, floor, ceiling (not decor)
     background = encoded[room_px].mean(0) if room_px.any() else scene.background ** (1 / 2.2)
     visible, distance, pixels = [], 0.0, 0
     for g in np.unique(group_of[is_object]):
@@ -113,9 +130,11 @@ def render_room(
     knobs: RoomKnobs | None = None,
     *,
     raw: bool = True,
+    objects: bool = False,
     **overrides,
 ) -> dict:
-    """Room ``index`` of the set with this seed: ``rgb``, ``depth``, ``raw_depth``, ``knobs``.
+    """Room ``index`` of the set with this seed: ``rgb``, ``depth``, ``raw_depth``, ``knobs``
+    (and ``objects``, the per-pixel furniture id map, when asked).
 
     Force scene factors with a ``RoomKnobs`` or keyword overrides (``light=0.2``); every other
     draw stays, so e.g. ``light`` or ``contrast`` sweeps keep the depth map identical.
@@ -134,7 +153,7 @@ def render_room(
         knobs = RoomKnobs(**{**base, **overrides})
     scene = sample_scene(seed, index, knobs)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]).spawn(2)[1])
-    out = render_scene(scene, height, width, rng, raw=raw)
+    out = render_scene(scene, height, width, rng, raw=raw, objects=objects)
     k = scene.knobs
     out["knobs"] = {
         "seed": int(seed),
