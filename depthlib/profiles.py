@@ -19,6 +19,7 @@ ENV_VAR = "DEPTHLIB_PROFILE"
 DEFAULT = "cpu"
 DATA_ENV = "DEPTHLIB_DATA"
 RUNS_ENV = "DEPTHLIB_RUNS"
+DATASET_ENV = "DEPTHLIB_DATASET"  # the labelled file the course trains on (default: rooms set)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,11 +86,26 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """The experiment: UNet++ from scratch vs from SparK weights, same fine-tune budget.
+
+    Each run is the profile's fine-tune with ``epochs`` epochs; with a label fraction below 1 the
+    subset is repeated so that an epoch has the full split's number of steps (same budget, same
+    x-axis for the curves). ``seeds`` is what ``reproduce`` runs; the benchmark adds seeds.
+    """
+
+    label_fractions: tuple[float, ...] = (1.0, 0.1)
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 5
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def with_(self, **changes) -> Profile:
         """A copy with some top-level fields replaced."""
@@ -101,17 +117,44 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         rooms=RoomsConfig(n=40, height=48, width=64),
         finetune=FinetuneConfig(
-            decoder_channels=(32, 16, 16, 8, 8), height=32, width=64, epochs=2, batch_size=8
+            encoder_depth=4,
+            decoder_channels=(32, 16, 16, 8),
+            height=32,
+            width=64,
+            epochs=2,
+            batch_size=8,
         ),
         pretrain=PretrainConfig(
-            height=32, width=64, n_images=32, epochs=2, batch_size=8, decoder_width=32
+            encoder_depth=4,
+            height=32,
+            width=64,
+            n_images=32,
+            epochs=2,
+            batch_size=8,
+            decoder_width=32,
         ),
+        transfer=TransferConfig(epochs=1),
     ),
     "cpu": Profile(
         name="cpu",
         # Measured on 2 cores (benchmarks/bench_finetune.py): bf16 autocast 48 img/s at 64x96
         # (float32 25), so 20 epochs of the 795 rooms end in about 6 minutes.
-        finetune=FinetuneConfig(height=64, width=96, epochs=20, precision="auto", val_images=100),
+        # Four encoder stages (total stride 16): at 64x96 SparK then masks 4x6 patches of 16 px
+        # (five stages would leave 2x3 patches of 32 px), and the pretrained encoder transfers
+        # only when pretraining and fine-tuning use the same depth.
+        finetune=FinetuneConfig(
+            encoder_depth=4,
+            decoder_channels=(128, 64, 32, 16),
+            height=64,
+            width=96,
+            epochs=20,
+            precision="auto",
+            val_images=100,
+        ),
+        # Pretraining at the fine-tuning size (patches of 16 px, 4x6 of them, 10 visible):
+        # 4000 unlabelled rooms x 6 epochs fit the reproduce budget on 2 cores.
+        pretrain=PretrainConfig(encoder_depth=4, height=64, width=96, epochs=6),
+        transfer=TransferConfig(epochs=5),
     ),
     "paper": Profile(
         name="paper",
