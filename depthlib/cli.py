@@ -116,13 +116,23 @@ def _add_reproduce(sub) -> None:
     p.add_argument(
         "--only", action="append", metavar="STAGE", help="run only this stage (repeatable)"
     )
+    p.add_argument(
+        "--data",
+        help="labelled file to train and evaluate on instead of the rooms set (real NYU: "
+        "nyu_depth_v2_labeled.mat with splits.mat beside it)",
+    )
+    p.add_argument(
+        "--update-notebooks",
+        action="store_true",
+        help="also write the executed notebooks back into notebooks/ (cpu profile only)",
+    )
     p.set_defaults(func=_run_reproduce)
 
 
 def _run_reproduce(args) -> int:
     from depthlib.reproduce import reproduce
 
-    reproduce(args.profile, only=args.only)
+    reproduce(args.profile, only=args.only, data=args.data, update_notebooks=args.update_notebooks)
     return 0
 
 
