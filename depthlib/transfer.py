@@ -311,7 +311,10 @@ def transfer_verdict(rows: Sequence[dict], label_fraction: float) -> dict:
     checks = [m["beyond_one_std"] for m in result["metrics"].values()]
     result["spark_better_beyond_one_std"] = all(checks)
     if min(scratch["n_seeds"], spark["n_seeds"]) < 2:
-        result["summary"] = "one seed per group: no standard deviation, no verdict"
+        result["summary"] = (
+            f"{_percent(label_fraction)} labels: one seed per group, so no standard deviation "
+            "and no verdict (run more seeds: benchmarks/bench_transfer.py)"
+        )
     else:
         verdict = "better" if all(checks) else "not better"
         result["summary"] = (
