@@ -7,6 +7,7 @@ the same run. Also reported: training and inference images/s, and the time of on
 
     python benchmarks/bench_finetune.py                      # cpu profile, 600 s safety budget
     python benchmarks/bench_finetune.py --threads 1 --epochs 4 --out runs/bench-short
+    python benchmarks/bench_finetune.py --encoder-weights runs/transfer-cpu-<hash>/spark/encoder.safetensors
 
 The schedule is planned from the profile's epochs (it must END inside the budget); the budget is
 only a safety stop, and the output says whether it cut the run. The load average is printed at
@@ -62,11 +63,17 @@ def main() -> None:
     parser.add_argument("--out", help="run folder (default: runs/bench-finetune-<profile>)")
     parser.add_argument("--json", help="also write the numbers here")
     parser.add_argument("--skip-train", action="store_true", help="only the predict timings")
+    parser.add_argument(
+        "--encoder-weights",
+        help="start from these encoder weights (e.g. the SparK encoder of `depthlib reproduce`: "
+        "runs/transfer-<profile>-<hash>/spark/encoder.safetensors); default: from scratch",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
     cfg = profile.finetune
     report: dict = {"profile": profile.name, "threads": args.threads, "load_start": load()}
+    report["encoder_weights"] = args.encoder_weights
     print(f"profile {profile.name}: {cfg}")
     print(f"threads {args.threads}, load average at start {report['load_start']}")
 
@@ -77,6 +84,7 @@ def main() -> None:
             data,
             profile,
             out=out,
+            encoder_weights=args.encoder_weights,
             epochs=args.epochs,
             seed=args.seed,
             overwrite=True,
