@@ -264,12 +264,12 @@ def test_pretrain_then_finetune_end_to_end_in_the_quick_profile(tmp_path):
 def test_pretrain_refuses_bad_settings(tmp_path):
     with pytest.raises(ConfigError, match="Unknown pretraining setting"):
         pretrain("rooms", "quick", out=tmp_path / "x", progress=False, colour=3)
-    with pytest.raises(ConfigError, match="multiple of the patch size 32"):
-        pretrain("rooms", "quick", out=tmp_path / "x", progress=False, height=48)
+    with pytest.raises(ConfigError, match="multiple of the patch size 16"):
+        pretrain("rooms", "quick", out=tmp_path / "x", progress=False, height=40)
     with pytest.raises(ConfigError, match="Unknown encoder"):
         pretrain("rooms", "quick", encoder="resnet9000", out=tmp_path / "x", progress=False)
-    with pytest.raises(ConfigError, match="hides none of the 2 patches"):
-        pretrain("rooms", "quick", mask_ratio=0.2, out=tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="hides none of the 8 patches"):
+        pretrain("rooms", "quick", mask_ratio=0.05, out=tmp_path / "x", progress=False)
     assert not (tmp_path / "data").exists()  # refused before rendering anything
 
 
