@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +25,14 @@ __all__ = ["course_notebooks", "code_fingerprint", "execute_notebook", "run_note
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 METADATA_KEY = "depthlib"
+
+
+def _text(notebook) -> str:
+    """The notebook as JSON text ending in a newline, as nbformat.write saves it."""
+    import nbformat
+
+    text = nbformat.writes(notebook)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def course_notebooks(directory: str | os.PathLike = NOTEBOOKS_DIR) -> list[Path]:
@@ -137,9 +144,8 @@ def execute_notebook(
         "complete": error is None,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    import nbformat
 
-    atomic_write_text(out, nbformat.writes(notebook))
+    atomic_write_text(out, _text(notebook))
     if error is not None:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
         raise DataError(
@@ -177,6 +183,20 @@ def run_notebooks(
         results[path.name] = result
         state = "unchanged, skipped" if result["skipped"] else f"{result['seconds']:.0f} s"
         echo(f"  {path.name}: {state}; figures: {', '.join(result['figures']) or 'none'}")
-        if update:  # the copy ran the same code cells
-            shutil.copyfile(out, path)
+        if update:
+            _write_outputs_into(path, out)
     return results
+
+
+def _write_outputs_into(source: Path, executed: Path) -> None:
+    """Give ``source`` the outputs of ``executed`` (a run of the same code cells), keeping the
+    source's own markdown: an executed copy may predate an edit of the prose."""
+
+    notebook, run = _read(source), _read(executed)
+    if code_fingerprint(notebook) != code_fingerprint(run):
+        raise DataError(f"{executed} ran other code than {source}; run reproduce again.")
+    ran = [c for c in run.cells if c.cell_type == "code"]
+    for cell, done in zip((c for c in notebook.cells if c.cell_type == "code"), ran, strict=True):
+        cell.outputs, cell.execution_count = done.outputs, done.execution_count
+    notebook.metadata[METADATA_KEY] = run.metadata.get(METADATA_KEY, {})
+    atomic_write_text(source, _text(notebook))

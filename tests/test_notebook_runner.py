@@ -4,8 +4,8 @@ a failing cell named with the partly executed copy kept."""
 import nbformat
 import pytest
 
-from depthlib.errors import DataError
-from depthlib.notebooks import code_fingerprint, course_notebooks, execute_notebook
+from depthlib.errors import ConfigError, DataError
+from depthlib.notebooks import code_fingerprint, course_notebooks, execute_notebook, run_notebooks
 
 
 def write_notebook(path, *sources):
@@ -73,3 +73,24 @@ def test_damaged_or_missing_notebooks_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="No numbered notebooks"):
         course_notebooks(tmp_path / "empty")
     assert [p.name[:2] for p in course_notebooks()] == ["00", "01", "02", "03", "04", "05"]
+
+
+def test_update_fills_outputs_in_and_keeps_prose_edited_after_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEPTHLIB_FIGURES", str(tmp_path / "figures"))
+    path = write_notebook(tmp_path / "00_tiny.ipynb", "print(7)")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("Runtime: TODO"))
+    nbformat.write(nb, path)
+    run_notebooks("cpu", notebooks=[path], update=True, echo=lambda _: None)
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[1].outputs[0]["text"] == "7\n"
+    nb.cells[0].source = "Runtime: 5 s"  # prose edited after the run
+    nbformat.write(nb, path)
+    said = []
+    run_notebooks("cpu", notebooks=[path], update=True, echo=said.append)
+    assert "skipped" in said[0]
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].source == "Runtime: 5 s" and nb.cells[1].outputs[0]["text"] == "7\n"
+    with pytest.raises(ConfigError, match="--profile cpu"):
+        run_notebooks("quick", notebooks=[path], update=True)
