@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from depthlib.data.rooms import rooms_for_profile
-from depthlib.finetune import finetune
-from depthlib.metrics import format_table
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.predict import predict_image
+from depthlib.depth.metrics import MeanDepthBaseline, format_table
+from depthlib.depth.unetpp import DepthUNetPlusPlus
+from depthlib.jobs.finetune import finetune
+from depthlib.jobs.predict import Predictor
 from depthlib.profiles import get_profile, runs_dir
 
 TARGET = {"delta1": 0.93, "abs_rel": 0.08, "baseline_ratio": 3.0, "predict_s": 1.5}
-BASELINE = "train mean depth map"
+BASELINE = MeanDepthBaseline.name
 
 
 def load() -> str:
@@ -43,12 +43,13 @@ def load() -> str:
 
 
 def time_predict(model, rgb: np.ndarray, input_size, repeats: int = 5) -> float:
-    """Median seconds of ``predict_image`` after one warm-up call."""
-    predict_image(model, rgb, input_size)
+    """Median seconds of one image's prediction after one warm-up call."""
+    predict = Predictor(model, input_size or "native")
+    predict([rgb])
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        predict_image(model, rgb, input_size)
+        predict([rgb])
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from depthlib.losses import DepthLoss
-from depthlib.models import DepthUNetPlusPlus
+from depthlib.depth.losses import DepthLoss
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 
 
 def _median_time(fn, repeats: int) -> tuple[float, float]:

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from depthlib.data.transforms import normalize
-from depthlib.pretrain import SparkTask, random_resized_crop
-from depthlib.spark import SparK, masked_patch_loss
-from depthlib.sparse import to_dense
+from depthlib.data.transforms import normalize, random_resized_crop
+from depthlib.jobs.pretrain import SparkTask
+from depthlib.spark.model import SparK, masked_patch_loss
+from depthlib.spark.sparse import to_dense
 
 
 def _interleaved(steps: dict, repeats: int) -> dict[str, float]:
@@ -71,7 +71,10 @@ def measure(encoder: str, depth: int, width: int, size, batch: int, repeats: int
         generator = torch.Generator().manual_seed(next(seeds))
         x = normalize(random_resized_crop(rgb, generator))
         features = dense.encoder(x)
-        skips = dense.densify.dense_forward([features[k] for k in dense.feature_indices])
+        parts = zip(
+            dense.feature_indices, dense.densify.norms, dense.densify.projections, strict=True
+        )
+        skips = [project(norm(features[k])) for k, norm, project in parts]  # all positions seen
         loss = masked_patch_loss(dense.decoder(skips), x, all_hidden, dense.patch)
         dense_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,7 +2,7 @@
 
 For a 3×3 conv (C → C, stride 1) at several mask ratios, compares
 - masked-dense (what SparK runs: a dense conv, then × mask) with
-- a true submanifold conv (depthlib.sparse_reference: gather active sites, matmul, scatter).
+- a true submanifold conv (depthlib.course.sparse_reference: gather active sites, matmul, scatter).
 MACs count the multiply-adds each performs; times are medians under torch.no_grad().
 
     python benchmarks/bench_sparse_conv.py                  # the table of the README
@@ -17,7 +17,7 @@ import platform
 
 import torch
 
-from depthlib.sparse_reference import markdown_table, measure_sparse_vs_dense
+from depthlib.course.sparse_reference import markdown_table, measure_sparse_vs_dense
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from depthlib.batching import epoch_loader
-from depthlib.checkpoint import CheckpointStore, load_checkpoint, model_weights
-from depthlib.losses import DepthLoss
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.rng import capture_rng_state
+from depthlib.depth.losses import DepthLoss
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.train import TrainConfig, fit
+from depthlib.train.batches import epoch_loader
+from depthlib.train.checkpoint import CheckpointStore, load_checkpoint, model_weights
+from depthlib.train.rng import capture_rng_state
 
 
 class _Data(torch.utils.data.Dataset):

@@ -3,7 +3,7 @@
     python benchmarks/bench_transfer.py                       # cpu profile, seeds 0 1 2
     python benchmarks/bench_transfer.py --seeds 0 1 2 3 --json runs/transfer.json
 
-Runs (or reuses) every condition of ``depthlib.transfer.transfer_runs`` — the profile's label
+Runs (or reuses) every condition of ``depthlib.course.experiment.transfer_runs`` — the profile's label
 fractions x {scratch, SparK} x seeds — in the same experiment folder ``depthlib reproduce`` and
 notebook 04 use, so their tables pick up the extra seeds. Prints the table (mean ± std over
 seeds, mean-depth baseline beside), the verdict per label fraction (goal: SparK better than
@@ -19,16 +19,16 @@ import time
 
 import torch
 
-from depthlib.checkpoint import to_json
-from depthlib.profiles import get_profile
-from depthlib.transfer import (
+from depthlib.atomic import to_json
+from depthlib.course.experiment import (
     format_transfer_table,
     spark_encoder,
     summarize_transfer,
     transfer_runs,
     transfer_verdict,
 )
-from depthlib.viz.training import read_run_rows
+from depthlib.profiles import get_profile
+from depthlib.train.runlog import read_run_rows
 
 
 def load() -> str:

@@ -52,7 +52,8 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from depthlib.data.rooms import format_summary, parse_knobs, parse_size, summarize, synthesize
+    from depthlib.data.info import format_summary, summarize
+    from depthlib.data.rooms import parse_knobs, parse_size, synthesize
     from depthlib.profiles import get_profile
 
     cfg = get_profile(args.profile).rooms
@@ -91,7 +92,7 @@ def _add_info(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from depthlib.data.rooms import format_summary, summarize
+    from depthlib.data.info import format_summary, summarize
 
     print(format_summary(summarize(args.path, max_images=args.max_images)))
     return 0
@@ -130,7 +131,7 @@ def _add_reproduce(sub) -> None:
 
 
 def _run_reproduce(args) -> int:
-    from depthlib.reproduce import reproduce
+    from depthlib.course.reproduce import reproduce
 
     reproduce(args.profile, only=args.only, data=args.data, update_notebooks=args.update_notebooks)
     return 0
@@ -163,7 +164,9 @@ def _add_pretrain(sub) -> None:
 
 
 def _run_pretrain(args) -> int:
-    from depthlib.pretrain import pretrain
+    from depthlib.jobs.pretrain import load_reconstructions, pretrain
+    from depthlib.viz import save_figure
+    from depthlib.viz.training import reconstruction_figure
 
     result = pretrain(
         args.data,
@@ -180,8 +183,14 @@ def _run_pretrain(args) -> int:
     )
     if result.encoder_path is None:  # fit already said why and where the checkpoint is
         return 130 if result.interrupted else 0
+    folder = result.run_dir / "reconstructions"
+    for epoch, recon in load_reconstructions(result.run_dir).items():
+        title = f"SparK reconstructions, epoch {epoch}"
+        save_figure(reconstruction_figure(recon, title), f"epoch_{epoch:04d}", folder)
     if args.quiet:
         print(result.encoder_path)
+    else:
+        print(f"Reconstructions of each epoch: {folder}/epoch_*.png")
     return 0
 
 
@@ -220,7 +229,7 @@ def _add_finetune(sub) -> None:
 
 
 def _run_finetune(args) -> int:
-    from depthlib.finetune import finetune
+    from depthlib.jobs.finetune import finetune
 
     result = finetune(
         args.data,
@@ -271,8 +280,8 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from depthlib.evaluate import evaluate
-    from depthlib.predict import parse_input_size
+    from depthlib.jobs.evaluate import evaluate
+    from depthlib.jobs.predict import parse_input_size
 
     size = parse_input_size(args.input_size)
     result = evaluate(
@@ -318,7 +327,7 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from depthlib.predict import predict_paths
+    from depthlib.jobs.predict import predict_paths
 
     report = predict_paths(
         args.inputs,
@@ -361,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 def _distributed_if_launched():
     """Under torchrun, join the process group first (a half-set environment is a clean error),
     let only rank 0 print to stdout, and leave the group at the end. A no-op otherwise."""
-    from depthlib.distributed import (
+    from depthlib.train.distributed import (
         cleanup_distributed,
         init_distributed,
         is_main_process,

@@ -9,16 +9,19 @@ Notebooks and the CLI read the profile name from ``DEPTHLIB_PROFILE`` (default `
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
-from depthlib.errors import ConfigError
+from depthlib.errors import ConfigError, require_known_keys
 
 ENV_VAR = "DEPTHLIB_PROFILE"
 DEFAULT = "cpu"
 DATA_ENV = "DEPTHLIB_DATA"
 RUNS_ENV = "DEPTHLIB_RUNS"
+FIGURES_ENV = "DEPTHLIB_FIGURES"
 DATASET_ENV = "DEPTHLIB_DATASET"  # the labelled file the course trains on (default: rooms set)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,6 +209,22 @@ def data_dir() -> Path:
 def runs_dir() -> Path:
     """Where training runs are written: ``$DEPTHLIB_RUNS``, else ``runs/`` at the repository root."""
     return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def figures_dir() -> Path:
+    """Where course figures go: ``$DEPTHLIB_FIGURES``, else ``figures/`` at the repository root."""
+    return Path(os.environ.get(FIGURES_ENV) or REPO_ROOT / "figures")
+
+
+Section = TypeVar("Section")
+
+
+def with_overrides(section: Section, what: str, **changes: Any) -> Section:
+    """``section`` (a profile's ``finetune``/``pretrain`` settings) with the given fields replaced;
+    ``None`` means "keep the profile's value", an unknown name is refused."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    require_known_keys(changes, [f.name for f in dataclasses.fields(section)], what)
+    return replace(section, **changes)
 
 
 def rooms_path(rooms: RoomsConfig) -> Path:

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-import depthlib.checkpoint as ckpt_mod
+import depthlib.train.checkpoint as ckpt_mod
 from depthlib.atomic import atomic_write, atomic_write_text, ensure_writable_dir
-from depthlib.checkpoint import (
+from depthlib.errors import CheckpointError, ConfigError
+from depthlib.train.checkpoint import (
     CheckpointStore,
     load_checkpoint,
     load_model_weights,
@@ -22,8 +23,7 @@ from depthlib.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from depthlib.errors import CheckpointError, ConfigError
-from depthlib.rng import capture_rng_state, restore_rng_state
+from depthlib.train.rng import capture_rng_state, restore_rng_state
 
 
 class Small(nn.Module):

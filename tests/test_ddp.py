@@ -6,7 +6,7 @@ LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so ``fit`` joins the group itself exactly
 batch): the union of the ranks' batches is the single run's batch (EpochBatchSampler shards
 order[r::2]); the loss is a mean over samples with equal shard sizes, so DDP's gradient average
 is the global gradient; BatchNorm statistics span both ranks (SyncBatchNorm2d for the UNet++,
-SparseSyncBatchNorm2d + synchronised decoder BNs for SparK); SparK's masks are a function of the
+the synchronised twin of SparseBatchNorm2d + synchronised decoder BNs for SparK); SparK's masks are a function of the
 sample index, not of the rank. A batch-level loss such as SILog would *not* match (the mean of
 per-rank SILogs is not the global batch's SILog), which is why the tasks here use L1 / SparK's
 per-patch mean.
@@ -25,11 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from depthlib import distributed
-from depthlib.batching import EpochBatchSampler, check_sharded, epoch_loader
-from depthlib.checkpoint import load_checkpoint
 from depthlib.errors import ConfigError
-from depthlib.train import TrainConfig, fit
+from depthlib.train import TrainConfig, distributed, fit
+from depthlib.train.batches import EpochBatchSampler, check_sharded, epoch_loader
+from depthlib.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 N, PER_RANK, WORLD = 12, 2, 2  # 3 steps per epoch in both runs
@@ -85,15 +84,14 @@ class SparkByIndex:
 def build(kind):
     torch.manual_seed(0)
     if kind == "finetune":
-        from depthlib.models import DepthUNetPlusPlus
+        from depthlib.depth.unetpp import DepthUNetPlusPlus
 
         return DepthUNetPlusPlus(
             "resnet18", encoder_depth=3, decoder_channels=(16, 8, 4)
         ), DepthL1()
-    from depthlib.spark import SparK
+    from depthlib.spark.model import SparK
 
-    model = SparK("resnet18", encoder_depth=3, decoder_width=16, mask_ratio=0.5,
-                  sync_batchnorm=True)  # fmt: skip
+    model = SparK("resnet18", encoder_depth=3, decoder_width=16, mask_ratio=0.5)
     return model, SparkByIndex()
 
 
@@ -181,7 +179,7 @@ def test_two_ranks_end_with_identical_parameters(ddp_run):
     # the BatchNorms were synchronised (dense ones on request, sparse ones always)
     expected = {
         "finetune": ["SyncBatchNorm2d"],
-        "spark": ["SparseSyncBatchNorm2d", "SyncBatchNorm2d"],
+        "spark": ["SyncBatchNorm2d", "SyncedSparseBatchNorm2d"],
     }
     assert reports[0]["sync_layers"] == expected[kind]
 
@@ -290,7 +288,7 @@ def test_unsharded_loaders_are_refused_in_a_multi_process_run():
 
 
 def test_convert_sync_batchnorm_swaps_classes_and_keeps_tensors():
-    from depthlib.sparse import SparseBatchNorm2d, SparseSyncBatchNorm2d, to_sparse
+    from depthlib.spark.sparse import SparseBatchNorm2d, to_sparse
 
     dense = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     sparse, _ = to_sparse(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
@@ -300,7 +298,7 @@ def test_convert_sync_batchnorm_swaps_classes_and_keeps_tensors():
     assert type(dense[1]) is distributed.SyncBatchNorm2d and dense[1].weight is weight
     assert isinstance(sparse[1], SparseBatchNorm2d)
     assert distributed.convert_sync_batchnorm(sparse, "cpu", dense=False) == 1
-    assert type(sparse[1]) is SparseSyncBatchNorm2d
+    assert type(sparse[1]) is distributed.synced(SparseBatchNorm2d)
     # outside a process group the synchronised layer is an ordinary BatchNorm
     x = torch.randn(4, 4, 5, 5)
     reference = nn.BatchNorm2d(4)

@@ -7,10 +7,10 @@ code; this file covers the training side: weights init, batch order, augmentatio
 import numpy as np
 import torch
 
-from depthlib.batching import epoch_loader
-from depthlib.losses import DepthLoss
-from depthlib.models import DepthUNetPlusPlus
+from depthlib.depth.losses import DepthLoss
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.train import TrainConfig, fit
+from depthlib.train.batches import epoch_loader
 
 N, BATCH, SIZE = 4, 2, 32
 

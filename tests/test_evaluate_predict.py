@@ -11,12 +11,12 @@ from depthlib.cli import main
 from depthlib.data.folders import read_depth_png
 from depthlib.data.nyu import write_labeled, write_splits
 from depthlib.data.rooms import synthesize
+from depthlib.depth.metrics import METRIC_NAMES
+from depthlib.depth.unetpp import DepthUNetPlusPlus, save_encoder_weights
 from depthlib.errors import CheckpointError, ConfigError, DataError
-from depthlib.evaluate import evaluate
-from depthlib.finetune import finetune
-from depthlib.metrics import METRIC_NAMES
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.predict import colorize, depth_to_png16, find_images, predict_paths
+from depthlib.jobs.evaluate import evaluate
+from depthlib.jobs.finetune import finetune
+from depthlib.jobs.predict import colorize, depth_to_png16, find_images, predict_paths
 
 ROWS = {"model", "train mean depth map", "train median depth"}
 
@@ -189,8 +189,8 @@ def test_cli_finetune_evaluate_predict_end_to_end(rooms, tmp_path, capsys):
 
 
 def test_cli_encoder_weights_of_another_encoder_exit_2(rooms, tmp_path, capsys):
-    weights = DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5).save_encoder_weights(
-        tmp_path / "r34.safetensors"
+    weights = save_encoder_weights(
+        DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5), tmp_path / "r34.safetensors"
     )
     argv = ["finetune", "--data", str(rooms), "--profile", "quick", "--quiet"]
     code = main([*argv, "--encoder-weights", str(weights), "--out", str(tmp_path / "r")])
@@ -207,7 +207,7 @@ def test_cli_evaluate_run_without_checkpoint_exit_2(rooms, tmp_path, capsys):
 
 
 def test_cli_finetune_interrupted_returns_130(rooms, tmp_path, monkeypatch):
-    import depthlib.finetune as ft
+    import depthlib.jobs.run as ft  # where the jobs call the training loop
 
     real_fit = ft.fit
 

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthlib.data.rooms_generate import render_room
-from depthlib.data.rooms_scene import RoomKnobs
-from depthlib.errors import ConfigError, DataError
-from depthlib.failure_modes import (
+from depthlib.course.failure_modes import (
     CLAIMS,
     claim_verdict,
     knob_sweep,
@@ -22,10 +19,13 @@ from depthlib.failure_modes import (
     sweep_rooms_seed,
     sweep_summary,
 )
-from depthlib.failure_regions import boundary_band, relief_detection, render_labelled_room
-from depthlib.metrics import MeanDepthBaseline, MedianDepthBaseline
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.pretrain_data import unlabelled_rooms_seed
+from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
+from depthlib.data.pools import unlabelled_rooms_seed
+from depthlib.data.rooms.generate import render_room
+from depthlib.data.rooms.scene import RoomKnobs
+from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline
+from depthlib.depth.unetpp import DepthUNetPlusPlus
+from depthlib.errors import ConfigError, DataError
 from depthlib.viz.failure_modes import plot_knob_sweep, plot_prediction_triptychs
 
 SIZE = (32, 48)

@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from depthlib.batching import EpochBatchSampler
-from depthlib.checkpoint import load_checkpoint
-from depthlib.data.dataset import DepthDataset, open_depth_dataset
+from depthlib.data.dataset import DepthDataset, evenly_spaced, open_depth_dataset
 from depthlib.data.rooms import synthesize
 from depthlib.errors import CheckpointError, ConfigError
-from depthlib.finetune import (
-    PreloadedBatches,
+from depthlib.jobs.finetune import (
+    depth_batches,
     finetune,
     label_subset,
     prepare_train_data,
     subset_passes,
-    validation_positions,
 )
 from depthlib.profiles import get_profile
+from depthlib.train.batches import EpochBatchSampler
+from depthlib.train.checkpoint import load_checkpoint
 
 QUICK = get_profile("quick")
 
@@ -138,21 +137,21 @@ def test_label_fraction_outside_0_1_is_refused(fraction):
 
 
 def test_too_few_labels_for_one_batch_says_what_to_do(rooms, tmp_path):
-    with pytest.raises(ConfigError, match="lower the batch size or raise label_fraction"):
+    with pytest.raises(ConfigError, match="lower the batch size or use more data"):
         run(rooms, tmp_path / "x", batch_size=32)  # the train split holds 24 images
 
 
 def test_validation_subset_is_evenly_spaced_and_stable():
-    assert validation_positions(10, None).tolist() == list(range(10))
-    assert validation_positions(10, 4).tolist() == [0, 3, 6, 9]
-    assert validation_positions(3, 10).tolist() == [0, 1, 2]
+    assert evenly_spaced(10, None).tolist() == list(range(10))
+    assert evenly_spaced(10, 4).tolist() == [0, 3, 6, 9]
+    assert evenly_spaced(3, 10).tolist() == [0, 1, 2]
 
 
 def test_preloaded_batches_follow_seed_and_epoch_and_skip(rooms):
     source = open_depth_dataset(rooms, "train")
     data = prepare_train_data(source, QUICK.finetune, 1.0, seed=0)
     assert isinstance(data, DepthDataset) and data.tensors["rgb"].shape[-2:] == (32, 64)
-    loader = PreloadedBatches(data, 8, seed=0)
+    loader = depth_batches(data, 8, seed=0)
     loader.set_epoch(1)
     epoch1 = [b["index"].tolist() for b in loader]
     order = list(EpochBatchSampler(24, 8, seed=0, world_size=1, rank=0).__iter__())
@@ -173,10 +172,10 @@ def test_unknown_setting_and_off_stride_size_are_refused(rooms, tmp_path):
 
 
 def test_encoder_weights_of_another_encoder_fail_clearly(rooms, tmp_path):
-    from depthlib.models import DepthUNetPlusPlus
+    from depthlib.depth.unetpp import DepthUNetPlusPlus, save_encoder_weights
 
-    path = DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5).save_encoder_weights(
-        tmp_path / "r34.safetensors"
+    path = save_encoder_weights(
+        DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5), tmp_path / "r34.safetensors"
     )
     with pytest.raises(CheckpointError, match="resnet34 encoder but the model uses resnet18"):
         run(rooms, tmp_path / "w", encoder_weights=path)

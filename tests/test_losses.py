@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from depthlib.depth.losses import DepthLoss, gradient_matching_loss, silog_loss
 from depthlib.errors import ConfigError
-from depthlib.losses import DepthLoss, gradient_matching_loss, silog_loss
 
 P = [1.0, 2.0, 3.0, 4.0]
 G = [1.5, 2.5, 3.5, 4.5]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from depthlib.errors import ConfigError, DataError
-from depthlib.masking import (
+from depthlib.spark.masks import (
     as_mask,
     drop_patches,
     gather_visible,
@@ -74,7 +74,7 @@ def test_every_patch_is_equally_likely():
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        ((2, 100, 64, 32, 0.6), {}, "not divisible"),
+        ((2, 100, 64, 32, 0.6), {}, "not a multiple"),
         ((2, 64, 64, 32, 1.0), {}, r"\[0, 1\)"),
         ((2, 64, 64, 32, -0.1), {}, r"\[0, 1\)"),
         ((2, 64, 64, 32, 0.9), {}, "keeps no patch"),

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthlib.errors import ConfigError, DataError
-from depthlib.metrics import (
+from depthlib.depth.metrics import (
     METRIC_NAMES,
     MeanDepthBaseline,
     MedianDepthBaseline,
@@ -16,6 +15,7 @@ from depthlib.metrics import (
     eigen_crop_mask,
     format_table,
 )
+from depthlib.errors import ConfigError, DataError
 
 P = [1.0, 2.0, 3.0, 4.0]
 G = [1.5, 2.5, 3.5, 4.5]

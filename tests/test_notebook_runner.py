@@ -4,8 +4,13 @@ a failing cell named with the partly executed copy kept."""
 import nbformat
 import pytest
 
+from depthlib.course.notebooks import (
+    code_fingerprint,
+    course_notebooks,
+    execute_notebook,
+    run_notebooks,
+)
 from depthlib.errors import ConfigError, DataError
-from depthlib.notebooks import code_fingerprint, course_notebooks, execute_notebook, run_notebooks
 
 
 def write_notebook(path, *sources):

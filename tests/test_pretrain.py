@@ -9,18 +9,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from depthlib.checkpoint import load_checkpoint
 from depthlib.cli import main
 from depthlib.data.nyu import write_labeled, write_splits
-from depthlib.data.rooms import render_room
-from depthlib.errors import ConfigError, DataError
-from depthlib.losses import silog_loss
-from depthlib.masking import kept_patch_count
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.pretrain import SparkTask, load_reconstructions, pretrain, random_resized_crop
-from depthlib.pretrain_data import (
+from depthlib.data.pools import (
     UNLABELLED_SEED_OFFSET,
-    PretrainBatches,
     fit_to_size,
     folder_pool,
     labeled_pool,
@@ -28,9 +20,17 @@ from depthlib.pretrain_data import (
     rooms_pool,
     unlabelled_rooms_seed,
 )
+from depthlib.data.rooms import render_room
+from depthlib.data.transforms import random_resized_crop
+from depthlib.depth.losses import silog_loss
+from depthlib.depth.unetpp import DepthUNetPlusPlus
+from depthlib.errors import ConfigError, DataError
+from depthlib.jobs.pretrain import SparkTask, image_batches, load_reconstructions, pretrain
 from depthlib.profiles import get_profile
-from depthlib.spark import SparK
+from depthlib.spark.masks import kept_patch_count
+from depthlib.spark.model import SparK
 from depthlib.train import TrainConfig, fit
+from depthlib.train.checkpoint import load_checkpoint
 
 # A few images, tiny decoder, 16-px patches: each pretrain() call is a handful of fast steps.
 TINY = {"n_images": 8, "batch_size": 4, "decoder_width": 16, "encoder_depth": 4}
@@ -146,7 +146,7 @@ def test_random_resized_crop_is_seeded_and_identity_without_randomness():
 
 def test_batches_depend_on_seed_epoch_and_position_only():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).clone()
-    loader = PretrainBatches(images, 3, seed=4)
+    loader = image_batches(images, 3, seed=4)
     loader.set_epoch(1)
     full = [(b["rgb"][:, 0, 0, 0].tolist(), b["seed"]) for b in loader]
     assert len(full) == 3 and len({s for _, s in full}) == 3
@@ -156,7 +156,7 @@ def test_batches_depend_on_seed_epoch_and_position_only():
     loader.set_epoch(2)
     assert [(b["rgb"][:, 0, 0, 0].tolist(), b["seed"]) for b in loader] != full
     with pytest.raises(ConfigError, match="do not fill one batch"):
-        PretrainBatches(images, 11)
+        image_batches(images, 11)
 
 
 def test_task_inputs_are_a_function_of_the_batch_seed_with_exact_kept_counts():
@@ -181,19 +181,19 @@ def test_a_few_dozen_steps_on_a_few_images_lower_the_loss():
     torch.manual_seed(0)
     model = SparK("resnet18", 4, decoder_width=128)  # thinner decoders learn much slower
     config = TrainConfig(epochs=30, lr=2e-3, weight_decay=0.04, weight_decay_end=0.2)
-    result = fit(model, SparkTask(), PretrainBatches(pool.images, 4), config, progress=False)
+    result = fit(model, SparkTask(), image_batches(pool.images, 4), config, progress=False)
     losses = [row["train_loss"] for row in result.history]  # one step per epoch
     assert result.step == 30
     assert np.mean(losses[-5:]) < 0.97 * np.mean(losses[:3]), losses
 
 
-def test_pretrain_logs_checkpoints_and_reconstruction_figures(tmp_path):
+def test_pretrain_logs_checkpoints_and_reconstructions(tmp_path):
     result = pretrain(
         "rooms", "quick", out=tmp_path / "run", epochs=2, progress=False, cache_rooms=False,
         **TINY,
     )  # fmt: skip
     assert result.train.step == 4 and result.train.stop_reason == "completed"
-    assert (tmp_path / "run" / "reconstructions" / "epoch_0002.png").is_file()
+    assert (tmp_path / "run" / "reconstructions" / "epoch_0002.safetensors").is_file()
     assert all(0 < row["recon_loss"] < 10 for row in result.train.history)
     saved = load_reconstructions(tmp_path / "run")
     assert list(saved) == [1, 2]
@@ -202,7 +202,7 @@ def test_pretrain_logs_checkpoints_and_reconstruction_figures(tmp_path):
     assert torch.equal(saved[1]["masked"], saved[2]["masked"])  # same images, same mask
     assert not torch.equal(saved[1]["prediction"], saved[2]["prediction"])
     meta = json.loads((tmp_path / "run" / "checkpoints" / "epoch_0002" / "meta.json").read_text())
-    assert meta["model"]["class"] == "depthlib.spark.SparK"
+    assert meta["model"]["class"] == "depthlib.spark.model.SparK"
     assert meta["model"]["config"]["decoder_width"] == 16
     assert meta["run_config"]["n_images"] == 8 and meta["config"]["weight_decay_end"] == 0.2
     rebuilt = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002").build_model()
@@ -248,7 +248,7 @@ def test_pretrain_export_then_unetplusplus_trains_with_those_weights(tmp_path):
 
 
 def test_pretrain_then_finetune_end_to_end_in_the_quick_profile(tmp_path):
-    finetune = pytest.importorskip("depthlib.finetune").finetune
+    finetune = pytest.importorskip("depthlib.jobs.finetune").finetune
     spark = pretrain(
         "rooms", "quick", out=tmp_path / "spark", epochs=1, progress=False, cache_rooms=False,
         n_images=8, batch_size=4, decoder_width=32, figures=False,
@@ -284,6 +284,7 @@ def test_cli_pretrain_on_a_folder_writes_the_encoder(tmp_path, capsys):
     args += ["--epochs", "1", "--n-images", "8", "--decoder-width", "32", "--quiet"]
     assert main(args) == 0
     assert (out / "encoder.safetensors").is_file()
+    assert (out / "reconstructions" / "epoch_0001.png").is_file()  # the command draws them
     assert str(out / "encoder.safetensors") in capsys.readouterr().out
     meta = json.loads((out / "checkpoints" / "epoch_0001" / "meta.json").read_text())
     assert meta["run_config"]["n_images"] == 8

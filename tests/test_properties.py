@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from depthlib.data.transforms import crop, crop_back, hflip, pad_to_multiple, random_crop
-from depthlib.masking import kept_patch_count, make_patch_mask
-from depthlib.metrics import MetricAccumulator, compute_metrics, depth_errors
+from depthlib.data.transforms import crop, hflip, random_crop
+from depthlib.depth.metrics import MetricAccumulator, compute_metrics, depth_errors
+from depthlib.spark.masks import kept_patch_count, make_patch_mask
 
 # modest and reproducible: the same examples on every run, no per-example time limit
 fast = settings(max_examples=40, deadline=None, derandomize=True)
@@ -159,22 +159,3 @@ def test_crops_stay_aligned_and_land_where_drawn(size, seed, data):
     again = crop(s, top, left, ch, cw)
     for key in ("rgb", "depth", "valid"):
         np.testing.assert_array_equal(again[key], c[key])
-
-
-@fast
-@given(
-    shape=st.tuples(st.integers(1, 3), st.integers(1, 70), st.integers(1, 70)),
-    multiple=st.sampled_from([1, 2, 8, 16, 32]),
-    as_mask=st.booleans(),
-    seed=seeds,
-)
-def test_pad_then_crop_back_is_the_identity(shape, multiple, as_mask, seed):
-    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
-    if as_mask:
-        x = x > 0
-    padded, padding = pad_to_multiple(x, multiple)
-    assert padded.shape[-2] % multiple == 0 and padded.shape[-1] % multiple == 0
-    assert padded.shape[-2] - x.shape[-2] < multiple and padded.shape[-1] - x.shape[-1] < multiple
-    assert torch.equal(crop_back(padded, padding), x)
-    if as_mask:
-        assert padded.sum() == x.sum()  # masks are padded with False

@@ -24,19 +24,19 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from depthlib.batching import epoch_loader
-from depthlib.checkpoint import (
+from depthlib.cli import main
+from depthlib.data.folders import DenseDepthFolder, read_rgb
+from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
+from depthlib.errors import DataError
+from depthlib.train import TrainConfig, fit
+from depthlib.train.batches import epoch_loader
+from depthlib.train.checkpoint import (
     CheckpointStore,
     load_checkpoint,
     load_state,
     model_spec,
     model_weights,
 )
-from depthlib.cli import main
-from depthlib.data.folders import DenseDepthFolder, read_rgb
-from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
-from depthlib.errors import DataError
-from depthlib.train import TrainConfig, fit
 
 N, BATCH, EPOCHS = 32, 8, 3  # 4 steps per epoch, 12 steps in all
 KILL_AT_STEP = 6  # the second step of epoch 2: mid-epoch, after epoch_0001 was written
@@ -340,7 +340,9 @@ def test_a_file_that_is_not_an_image_is_a_data_error(tmp_path, content):
 
 def test_cli_evaluate_skips_and_counts_all_invalid_depth_maps(tmp_path, capsys):
     """NaN pixels are invalid; an image with no valid pixel is skipped and counted, not averaged."""
-    from depthlib.models import DepthUNetPlusPlus  # here: the training child need not import smp
+    from depthlib.depth.unetpp import (
+        DepthUNetPlusPlus,  # here: the training child need not import smp
+    )
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
@@ -364,7 +366,7 @@ def test_cli_evaluate_skips_and_counts_all_invalid_depth_maps(tmp_path, capsys):
 
 
 def test_cli_resume_with_another_encoder_names_the_mismatch(tmp_path, capsys):
-    from depthlib.models import DepthUNetPlusPlus
+    from depthlib.depth.unetpp import DepthUNetPlusPlus
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)

@@ -7,22 +7,22 @@ import numpy as np
 import pytest
 
 from depthlib.cli import main
-from depthlib.data import rooms_render, rooms_writer
+from depthlib.data.info import format_summary, summarize
 from depthlib.data.nyu import NYULabeled, read_extras, write_labeled
 from depthlib.data.rooms import (
     RoomKnobs,
     ensure_rooms,
-    format_summary,
     parse_knobs,
     parse_size,
     render_room,
     render_scene,
     sample_scene,
     split_indices,
-    summarize,
     synthesize,
 )
-from depthlib.data.rooms_scene import Material, Primitive, look_at_rotation
+from depthlib.data.rooms import render as rooms_render
+from depthlib.data.rooms import writer as rooms_writer
+from depthlib.data.rooms.scene import Material, Primitive, look_at_rotation
 from depthlib.errors import ConfigError
 
 H, W = 48, 64

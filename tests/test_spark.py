@@ -8,11 +8,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from depthlib.depth.unetpp import DepthUNetPlusPlus, load_encoder_weights
 from depthlib.errors import ConfigError, DataError
-from depthlib.masking import kept_patch_count, upsample_mask
-from depthlib.models import DepthUNetPlusPlus, load_encoder_weights
-from depthlib.spark import SparK, masked_patch_loss, normalize_patches
-from depthlib.sparse import SparseBatchNorm2d, SparseLayerNorm
+from depthlib.spark.masks import kept_patch_count, upsample_mask
+from depthlib.spark.model import SparK, masked_patch_loss, normalize_patches
+from depthlib.spark.sparse import SparseBatchNorm2d, SparseLayerNorm, to_dense
 
 H, W = 64, 64
 
@@ -192,7 +192,7 @@ def test_export_has_smp_keys_and_loads_strictly_into_unetplusplus(tmp_path, mode
         assert torch.equal(value, ours[key]), key
     depth_model = DepthUNetPlusPlus("resnet18", 4, (16, 8, 8, 8), encoder_weights=path)
     assert torch.equal(depth_model.encoder.conv1.weight, ours["conv1.weight"])
-    dense = trained.dense_encoder()
+    dense = to_dense(trained.encoder)
     assert type(dense.conv1) is nn.Conv2d and type(trained.encoder.conv1) is not nn.Conv2d
 
 

@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthlib.course.sparse_reference import (
+    dense_conv_macs,
+    markdown_table,
+    measure_sparse_vs_dense,
+    sparse_conv_macs,
+    submanifold_conv2d,
+)
 from depthlib.errors import ConfigError, DataError
-from depthlib.masking import gather_visible, make_patch_mask, upsample_mask
-from depthlib.sparse import (
+from depthlib.spark.masks import gather_visible, make_patch_mask, upsample_mask
+from depthlib.spark.sparse import (
     SparseAvgPool2d,
     SparseBatchNorm2d,
     SparseContext,
@@ -19,17 +26,10 @@ from depthlib.sparse import (
     SparseLayerNorm,
     SparseLinear,
     SparseMaxPool2d,
-    SparseSyncBatchNorm2d,
     to_dense,
     to_sparse,
 )
-from depthlib.sparse_reference import (
-    dense_conv_macs,
-    markdown_table,
-    measure_sparse_vs_dense,
-    sparse_conv_macs,
-    submanifold_conv2d,
-)
+from depthlib.train.distributed import SyncBatchNorm2d, convert_sync_batchnorm, synced
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -144,7 +144,7 @@ def test_sparse_batchnorm_equals_batchnorm1d_on_visible_features():
 
 def test_sparse_sync_batchnorm_without_distributed_is_sparse_batchnorm():
     ctx = SparseContext()
-    sync, plain = SparseSyncBatchNorm2d(8, ctx=ctx), SparseBatchNorm2d(8, ctx=ctx)
+    sync, plain = synced(SparseBatchNorm2d)(8, ctx=ctx), SparseBatchNorm2d(8, ctx=ctx)
     x, grid = _masked_features()
     with ctx.active(grid):
         assert torch.allclose(sync(x), plain(x), atol=1e-6)
@@ -161,7 +161,7 @@ def _sync_bn_worker(rank, world, init_file, out_dir):
         x = x + 2.0 * upsample_mask(grid, x.shape[-2:])
         grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
         ctx = SparseContext()
-        reference, sync = SparseBatchNorm2d(8, ctx=ctx), SparseSyncBatchNorm2d(8, ctx=ctx)
+        reference, sync = SparseBatchNorm2d(8, ctx=ctx), synced(SparseBatchNorm2d)(8, ctx=ctx)
         full = x.clone().requires_grad_()
         with ctx.active(grid):
             reference_out = reference(full)
@@ -285,15 +285,17 @@ def test_to_sparse_keeps_keys_and_tensors_and_to_dense_restores_types(name):
     encoder.load_state_dict(sparse.state_dict())  # an exported sparse encoder loads into dense
 
 
-def test_to_sparse_inplace_and_sync_batchnorm():
+def test_to_sparse_inplace_then_synchronised_batchnorm():
     encoder = _smp_encoder("resnet18")
-    sparse, _ = to_sparse(encoder, inplace=True, sync_batchnorm=True)
+    sparse, _ = to_sparse(encoder, inplace=True)
     assert sparse is encoder and type(encoder.conv1) is SparseConv2d
     assert isinstance(encoder.conv1, nn.Conv2d)  # still a Conv2d for code that checks types
-    assert type(encoder.bn1) is SparseSyncBatchNorm2d
+    n_bn = sum(type(m) is SparseBatchNorm2d for m in encoder.modules())
+    assert convert_sync_batchnorm(encoder, dense=False) == n_bn > 0  # the sparse ones only
+    assert type(encoder.bn1) is synced(SparseBatchNorm2d)
+    assert isinstance(encoder.bn1, SyncBatchNorm2d) and isinstance(encoder.bn1, SparseBatchNorm2d)
     assert to_dense(encoder, inplace=True) is encoder
     assert type(encoder.conv1) is nn.Conv2d and type(encoder.bn1) is nn.BatchNorm2d
-    assert "process_group" not in encoder.bn1.__dict__
 
 
 def _compare_all_ones(dense, train):

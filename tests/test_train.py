@@ -12,12 +12,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from depthlib.batching import EpochBatchSampler, epoch_loader
-from depthlib.checkpoint import load_checkpoint, load_state
 from depthlib.errors import CheckpointError, ConfigError
-from depthlib.optim import WarmupCosine, lr_factor, make_optimizer, param_groups
 from depthlib.profiles import get_profile
 from depthlib.train import TrainConfig, TrainingDiverged, fit
+from depthlib.train.batches import EpochBatchSampler, epoch_loader
+from depthlib.train.checkpoint import load_checkpoint, load_state
+from depthlib.train.optim import WarmupCosine, lr_factor, make_optimizer, param_groups
 
 N, BATCH = 32, 8  # 4 steps per epoch
 TRUE_W = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
@@ -383,7 +383,7 @@ def test_progress_bar_and_epoch_lines_print(tmp_path, capsys):
 def test_a_ddp_wrapped_model_trains_and_checkpoints_plain_keys(tmp_path):
     import torch.distributed as torch_dist
 
-    from depthlib import distributed
+    from depthlib.train import distributed
 
     torch_dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1

@@ -8,9 +8,7 @@ import math
 
 import pytest
 
-from depthlib.errors import ConfigError, DataError
-from depthlib.profiles import get_profile
-from depthlib.transfer import (
+from depthlib.course.experiment import (
     TransferRun,
     course_runs,
     curve_groups,
@@ -20,6 +18,8 @@ from depthlib.transfer import (
     transfer_runs,
     transfer_verdict,
 )
+from depthlib.errors import ConfigError, DataError
+from depthlib.profiles import get_profile
 
 QUICK = get_profile("quick")
 

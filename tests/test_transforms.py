@@ -8,15 +8,12 @@ from depthlib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Augment,
-    Compose,
     color_jitter,
     crop,
-    crop_back,
     denormalize,
     hflip,
     normalize,
     normalize_hwc,
-    pad_to_multiple,
     random_crop,
     resize,
     resize_depth,
@@ -162,16 +159,6 @@ def test_augment_geometry_stays_aligned():
     assert out["rgb"][0, 0, 1] > out["rgb"][0, -1, 1]  # flipped: columns decrease
 
 
-def test_compose_draws_from_one_generator():
-    def noise(sample, rng):
-        return {**sample, "name": f"{sample['name']}-{rng.integers(1000)}"}
-
-    t = Compose([noise, noise])
-    a = t(coordinate_sample(), np.random.default_rng(0))["name"]
-    assert a == t(coordinate_sample(), np.random.default_rng(0))["name"]
-    assert a.count("-") == 2 and a.split("-")[1] != a.split("-")[2]
-
-
 def test_normalize_uses_imagenet_statistics():
     white = torch.full((3, 2, 2), 255, dtype=torch.uint8)
     n = normalize(white)
@@ -187,26 +174,3 @@ def test_normalize_uses_imagenet_statistics():
     torch.testing.assert_close(
         torch.from_numpy(hwc), normalize(torch.from_numpy(rgb).permute(2, 0, 1))
     )
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 50, 70), (1, 64, 96), (33, 31)])
-def test_pad_then_crop_back_is_exact(shape):
-    x = torch.randn(shape)
-    padded, padding = pad_to_multiple(x, 32)
-    assert padded.shape[-2] % 32 == 0 and padded.shape[-1] % 32 == 0
-    assert padded.shape[:-2] == x.shape[:-2]
-    assert padding[0] == 0 and padding[2] == 0
-    assert padded.shape[-1] == x.shape[-1] + padding[1]
-    assert padded.shape[-2] == x.shape[-2] + padding[3]
-    assert torch.equal(crop_back(padded, padding), x)
-    if padding[1]:
-        assert torch.equal(padded[..., : x.shape[-2], -1], x[..., -1])  # replicated edge
-
-
-def test_pad_masks_with_false():
-    mask = torch.ones(2, 1, 20, 30, dtype=torch.bool)
-    padded, padding = pad_to_multiple(mask, 16)
-    assert padded.dtype == torch.bool and padded.shape == (2, 1, 32, 32)
-    assert padded.sum() == mask.sum() and torch.equal(crop_back(padded, padding), mask)
-    with pytest.raises(ConfigError):
-        pad_to_multiple(mask, 0)

@@ -5,15 +5,12 @@ import pytest
 import torch
 
 from depthlib.data.transforms import normalize
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import DataError
-from depthlib.models import DepthUNetPlusPlus
-from depthlib.spark import SparK
+from depthlib.spark.model import SparK
 from depthlib.viz import save_figure
-from depthlib.viz.architecture import (
-    plot_spark_architecture,
-    plot_unetpp_architecture,
-    unetpp_nodes,
-)
+from depthlib.viz.spark_architecture import plot_spark_architecture
+from depthlib.viz.unetpp_architecture import plot_unetpp_architecture, unetpp_nodes
 
 
 @pytest.fixture(autouse=True)

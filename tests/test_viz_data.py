@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from depthlib.data.gallery import (
+from depthlib.course.gallery import (
     gallery_samples,
     render_knob_sweep,
     room_arrays,

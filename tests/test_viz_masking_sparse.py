@@ -6,28 +6,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from depthlib.errors import ConfigError, DataError
-from depthlib.masking import make_patch_mask, upsample_mask
-from depthlib.masking_demo import (
+from depthlib.course.masking_demo import (
     center_crop_to_aspect,
     mask_count_table,
     masks_by_seed,
     room_images,
 )
-from depthlib.sparse_reference import measure_sparse_vs_dense
-from depthlib.viz import save_figure
-from depthlib.viz.masking import (
-    plot_mask_grid,
-    plot_mask_seeds,
-    plot_masking_strategies,
-)
-from depthlib.viz.sparse import (
-    plot_conv_vs_sparse_conv,
-    plot_encoder_stages,
-    plot_sparse_timing,
-    plot_zero_out_problem,
-)
-from depthlib.zero_out_problem import (
+from depthlib.course.sparse_reference import measure_sparse_vs_dense
+from depthlib.course.zero_out import (
     batchnorm_shift,
     conv_footprints,
     encoder_stage_zeros,
@@ -39,6 +25,20 @@ from depthlib.zero_out_problem import (
     sparse_timing_sweep,
     summarize_timing,
     timing_settings,
+)
+from depthlib.errors import ConfigError, DataError
+from depthlib.spark.masks import make_patch_mask, upsample_mask
+from depthlib.viz import save_figure
+from depthlib.viz.masking import (
+    plot_mask_grid,
+    plot_mask_seeds,
+    plot_masking_strategies,
+)
+from depthlib.viz.sparse import (
+    plot_conv_vs_sparse_conv,
+    plot_encoder_stages,
+    plot_sparse_timing,
+    plot_zero_out_problem,
 )
 
 

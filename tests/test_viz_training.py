@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from depthlib.errors import ConfigError, DataError
-from depthlib.run_log import RunLog
-from depthlib.spark import SparK
+from depthlib.spark.model import SparK
+from depthlib.train.runlog import RunLog
 from depthlib.viz.training import plot_learning_curves, plot_reconstruction_progress
 
 

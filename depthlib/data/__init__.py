@@ -1,83 +1,20 @@
-"""Data: NYU Depth V2 readers, folder exports, the procedural rooms set and paired transforms."""
+"""Data: NYU Depth V2 readers (labeled .mat, folder exports), the procedural rooms set, image pools
+for pretraining, and the paired transforms every sample goes through."""
 
 from depthlib.data.dataset import DepthDataset, open_depth_dataset
-from depthlib.data.folders import BTSFolder, DenseDepthFolder, read_depth_png, read_rgb
-from depthlib.data.nyu import (
-    LABELED_FILENAME,
-    NYULabeled,
-    find_splits_file,
-    read_extras,
-    read_splits,
-    write_labeled,
-    write_splits,
-)
-from depthlib.data.rooms import (
-    RoomKnobs,
-    ensure_rooms,
-    format_summary,
-    render_room,
-    rooms_for_profile,
-    summarize,
-    synthesize,
-)
-from depthlib.data.sample import MIN_VALID_DEPTH, make_sample, valid_depth
-from depthlib.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Augment,
-    Compose,
-    color_jitter,
-    crop,
-    crop_back,
-    denormalize,
-    hflip,
-    normalize,
-    normalize_hwc,
-    pad_to_multiple,
-    random_crop,
-    resize,
-    resize_depth,
-    resize_rgb,
-)
+from depthlib.data.folders import BTSFolder, DenseDepthFolder
+from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
+from depthlib.data.rooms import render_room, rooms_for_profile, synthesize
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LABELED_FILENAME",
-    "MIN_VALID_DEPTH",
-    "Augment",
-    "RoomKnobs",
-    "ensure_rooms",
-    "format_summary",
-    "render_room",
-    "rooms_for_profile",
-    "summarize",
-    "synthesize",
     "BTSFolder",
-    "Compose",
     "DenseDepthFolder",
     "DepthDataset",
     "NYULabeled",
-    "color_jitter",
-    "crop",
-    "crop_back",
-    "denormalize",
-    "find_splits_file",
-    "hflip",
-    "make_sample",
-    "normalize",
-    "normalize_hwc",
     "open_depth_dataset",
-    "pad_to_multiple",
-    "random_crop",
-    "read_depth_png",
-    "read_extras",
-    "read_rgb",
-    "read_splits",
-    "resize",
-    "resize_depth",
-    "resize_rgb",
-    "valid_depth",
+    "render_room",
+    "rooms_for_profile",
+    "synthesize",
     "write_labeled",
     "write_splits",
 ]

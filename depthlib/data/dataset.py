@@ -28,7 +28,19 @@ from depthlib.data.sample import DATA_SOURCES_HINT
 from depthlib.data.transforms import Augment, normalize, normalize_hwc, resize
 from depthlib.errors import ConfigError, DataError
 
-__all__ = ["DepthDataset", "open_depth_dataset"]
+__all__ = ["MAX_PRELOAD_BYTES", "DepthDataset", "evenly_spaced", "open_depth_dataset"]
+
+# Largest preload (bytes) a job makes without being asked: well inside a 24 GiB laptop, and it
+# refuses full-resolution NYU (1449 x 480 x 640 x 8 bytes = 3.6 GB) only when it would not fit.
+MAX_PRELOAD_BYTES = 4e9
+
+
+def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
+    """All ``n`` positions, or ``limit`` evenly spaced ones (the same every epoch and run): a
+    fixed subset for validation or a quick look that still spans the whole split."""
+    if not limit or limit >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(1, limit)).round().astype(int))
 
 
 def open_depth_dataset(path: str | os.PathLike, split: str = "train", **kwargs):
@@ -79,7 +91,7 @@ class DepthDataset(Dataset):
         seed: int = 0,
         depth_resize: str = "nearest",
         preload: bool = False,
-        max_preload_bytes: float = 2e9,
+        max_preload_bytes: float = MAX_PRELOAD_BYTES,
     ):
         if depth_resize not in ("nearest", "area"):
             raise ConfigError(f"depth_resize must be 'nearest' or 'area', got {depth_resize!r}.")

@@ -18,8 +18,10 @@ from PIL import Image
 from depthlib.data.sample import DATA_SOURCES_HINT, make_sample
 from depthlib.errors import DataError
 
-__all__ = ["BTSFolder", "DenseDepthFolder", "read_depth_png", "read_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "BTSFolder", "DenseDepthFolder", "read_depth_png", "read_rgb"]
 
+# What the course reads as an image file (pretraining folders, predict inputs).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NYU_FOCAL = 518.8579  # fx of NYU's RGB camera at 640x480, the focal BTS lists carry
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}

@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from depthlib.atomic import atomic_path, atomic_write
 from depthlib.data.sample import DATA_SOURCES_HINT, make_sample
 from depthlib.errors import DataError
 
@@ -61,7 +62,7 @@ def write_labeled(
     a copy of ``depths``. ``extras`` are per-image arrays (first axis N, e.g. the rooms knobs) kept
     in the group ``depthlib_extras``; ``attrs`` go onto that group (dicts and lists as JSON).
     Each image is one HDF5 chunk, so reading one sample reads (and decompresses) only that sample.
-    The file is written under a temporary name and renamed, so a crash never leaves half a file.
+    The file is written atomically (:mod:`depthlib.atomic`): a crash never leaves half a file.
     """
     images = np.asarray(images)
     depths = np.asarray(depths, dtype=np.float32)
@@ -85,10 +86,8 @@ def write_labeled(
             )
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     opts = {"compression": compression, "shuffle": True} if compression else {}
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", userblock_size=_USERBLOCK, libver="earliest") as f:
             f.create_dataset(
                 "images", data=images.transpose(0, 3, 2, 1), chunks=(1, 3, w, h), **opts
@@ -103,9 +102,6 @@ def write_labeled(
                     group.create_dataset(key, data=_h5_array(value))
                 _write_attrs(group, attrs or {})
         _write_matlab_header(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -124,14 +120,7 @@ def write_splits(
             )
         columns[key] = (values.astype(np.int64) + 1).astype(np.uint16).reshape(-1, 1)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, columns, format="5")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: scipy.io.savemat(f, columns, format="5"))
     return path
 
 

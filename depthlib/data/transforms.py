@@ -13,7 +13,8 @@ in the cell); it is smoother but makes in-between depths where a cell straddles 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +28,14 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Augment",
-    "Compose",
     "color_jitter",
     "crop",
-    "crop_back",
     "denormalize",
     "hflip",
     "normalize",
     "normalize_hwc",
-    "pad_to_multiple",
     "random_crop",
+    "random_resized_crop",
     "resize",
     "resize_depth",
     "resize_rgb",
@@ -48,7 +47,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 Sample = dict
-Transform = Callable[[Sample, np.random.Generator], Sample]
 
 
 # ------------------------------------------------------------------ geometry on numpy samples
@@ -165,19 +163,7 @@ def color_jitter(sample: Sample, factors: Sequence[float]) -> Sample:
     return out
 
 
-# ------------------------------------------------------------------------------ composition
-
-
-class Compose:
-    """Apply transforms ``t(sample, rng)`` in order, all drawing from the same generator."""
-
-    def __init__(self, transforms: Sequence[Transform]):
-        self.transforms = list(transforms)
-
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        for transform in self.transforms:
-            sample = transform(sample, rng)
-        return sample
+# ------------------------------------------------------------------------------ augmentation
 
 
 @dataclass(frozen=True)
@@ -279,29 +265,30 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     return (image * std + mean).clamp(0, 1)
 
 
-def pad_to_multiple(
-    tensor: torch.Tensor, multiple: int = 32, mode: str = "replicate"
-) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad the last two axes at the bottom and right up to a multiple (UNet++ needs sides that
-    divide by its total stride). Returns the padded tensor and padding (left, right, top, bottom)
-    in ``F.pad`` order. Non-float tensors (masks) are padded with zeros/False."""
-    if multiple < 1:
-        raise ConfigError(f"multiple must be at least 1, got {multiple}.")
-    h, w = tensor.shape[-2:]
-    padding = (0, (-w) % multiple, 0, (-h) % multiple)
-    if padding == (0, 0, 0, 0):
-        return tensor, padding
-    shape = tensor.shape
-    x = tensor.reshape(-1, 1, h, w)
-    if tensor.is_floating_point() and mode != "constant":
-        x = F.pad(x, padding, mode=mode)
-    else:
-        x = F.pad(x.to(torch.uint8) if x.dtype == torch.bool else x, padding).to(tensor.dtype)
-    return x.reshape(*shape[:-2], *x.shape[-2:]), padding
-
-
-def crop_back(pred: torch.Tensor, padding: Sequence[int]) -> torch.Tensor:
-    """Remove ``pad_to_multiple``'s padding from a prediction of the padded size."""
-    left, right, top, bottom = padding
-    h, w = pred.shape[-2:]
-    return pred[..., top : h - bottom, left : w - right]
+def random_resized_crop(
+    rgb: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.67, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip: float = 0.5,
+) -> torch.Tensor:
+    """SparK's augmentation for a whole uint8 batch (B, 3, H, W) at once: per image a window of
+    ``scale`` x the area and ``ratio`` x the aspect (clamped to the image), placed uniformly,
+    mirrored with probability ``flip``, resampled bilinearly back to the input size by one
+    ``affine_grid``/``grid_sample``. Returns float in [0, 1]; random numbers from ``generator``."""
+    b = rgb.shape[0]
+    u = torch.rand(b, 5, generator=generator, dtype=torch.float64)
+    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    aspect = torch.exp(log_r)  # crop aspect relative to the image's
+    width = torch.sqrt(area * aspect).clamp(max=1.0)  # fractions of the image side
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (1 - width) * (2 * u[:, 2] - 1)  # centre in [-1, 1] coordinates, window inside
+    cy = (1 - height) * (2 * u[:, 3] - 1)
+    mirror = torch.where(u[:, 4] < flip, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 0, 2] = width * mirror, cx
+    theta[:, 1, 1], theta[:, 1, 2] = height, cy
+    x = rgb.float() / 255.0
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,6 +1,6 @@
 """Figures of notebook 00: a gallery of RGB-D samples, knob sweeps, split depth statistics.
 
-Every function takes what ``depthlib.data.gallery`` computes and returns a matplotlib Figure.
+Every function takes what ``depthlib.course.gallery`` computes and returns a matplotlib Figure.
 Depth is drawn with one colour scale per figure (near = yellow, far = dark blue) so maps can be
 compared; raw-depth holes are white, as no depth colour is.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from depthlib.errors import ConfigError, DataError
+from depthlib.viz import bare
 
 __all__ = ["plot_depth_statistics", "plot_rooms_knobs", "plot_rooms_gallery"]
 
@@ -41,11 +42,6 @@ def _show_depth(ax, depth: np.ndarray, vmax: float, holes: bool = False, vmin: f
     """Draw a depth map in metres; with ``holes`` the zeros (invalid pixels) are white."""
     data = np.ma.masked_less_equal(depth, 0.0) if holes else depth
     return ax.imshow(data, cmap=_depth_cmap(), vmin=vmin, vmax=vmax, interpolation="nearest")
-
-
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _depth_vmax(maps) -> float:
@@ -84,7 +80,7 @@ def plot_rooms_gallery(samples: Sequence[Mapping], rooms_per_row: int = 2):
     vmax = _depth_vmax(s["depth"] for s in samples)
     image = None
     for k, ax in enumerate(axes.flat):
-        _bare(ax)
+        bare(ax)
         sample_no, panel = divmod(k, 3)
         if sample_no >= len(samples):
             ax.set_axis_off()
@@ -163,7 +159,7 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
         for r in range(n_rows):
             for j, value in enumerate(sweep["values"]):
                 ax = axes_at(left + j * (pw + gap), y, pw, ph)
-                _bare(ax)
+                bare(ax)
                 if r == 0:
                     applied = sweep["applied"][j]
                     label = f"{knob} = {_format_value(knob, applied)}"
@@ -241,7 +237,7 @@ def plot_depth_statistics(
         lo = math.floor(2 * float(np.min(mean_map))) / 2
         hi = max(lo + 0.5, math.ceil(2 * float(np.max(mean_map))) / 2)
         image = _show_depth(ax, mean_map, hi, vmin=lo)
-        _bare(ax)
+        bare(ax)
         title = "train mean depth map (the baseline)"
         if baseline:
             title += (

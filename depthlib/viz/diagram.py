@@ -1,5 +1,5 @@
 """Drawing primitives for the architecture diagrams: a canvas in inches, arrows, boxes, cell
-grids and thumbnails, so :mod:`depthlib.viz.architecture` only decides what goes where."""
+grids and thumbnails, so :mod:`depthlib.viz.spark_architecture` only decides what goes where."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Figures of notebook 05: predictions beside ground truth (the report's Figures 5-6) and knob
 sweeps (error against one scene factor, one line per model).
 
-Each function takes what :mod:`depthlib.failure_modes` computes and returns a matplotlib Figure.
+Each function takes what :mod:`depthlib.course.failure_modes` computes and returns a matplotlib Figure.
 Depth uses the course's colour map (near = yellow, far = dark blue), one scale per row, so the
 ground truth and the prediction of an image can be compared pixel by pixel.
 """
@@ -14,19 +14,14 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from depthlib.course.failure_modes import CLAIMS, MEASURE_LABELS, sweep_summary
 from depthlib.errors import DataError
-from depthlib.failure_modes import CLAIMS, MEASURE_LABELS, sweep_summary
+from depthlib.viz import bare
+from depthlib.viz.data import DEPTH_CMAP  # the course's depth colours
 
 __all__ = ["plot_knob_sweep", "plot_prediction_triptychs"]
 
-from depthlib.viz.data import DEPTH_CMAP  # the course's depth colours
-
 MODEL_COLORS = ("#4C72B0", "#DD8452", "#8c8c8c", "#55A868", "#C44E52", "#8172B3")
-
-
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def plot_prediction_triptychs(triptychs: Sequence[Mapping], title: str | None = None):
@@ -54,7 +49,7 @@ def plot_prediction_triptychs(triptychs: Sequence[Mapping], title: str | None = 
         image = row[2].imshow(pred, cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
         row[2].set_title(f"prediction — AbsRel {t['abs_rel']:.3f}", fontsize=9)
         for ax in row:
-            _bare(ax)
+            bare(ax)
         fig.colorbar(image, ax=row[1:], shrink=0.9, pad=0.01, aspect=20, label="depth (m)")
     if title:
         fig.suptitle(title)

@@ -13,7 +13,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 from depthlib.errors import DataError
-from depthlib.masking import (
+from depthlib.spark.masks import (
     as_mask,
     drop_patches,
     kept_patch_count,
@@ -22,6 +22,7 @@ from depthlib.masking import (
     upsample_mask,
     zero_out,
 )
+from depthlib.viz import bare, hwc
 
 __all__ = ["plot_mask_grid", "plot_mask_seeds", "plot_masking_strategies"]
 
@@ -48,10 +49,6 @@ def _one_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask.cpu()
 
 
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).clamp(0, 1).numpy()
-
-
 def _patch_lines(ax, grid: tuple[int, int], patch: float, color="white", alpha=0.5, lw=0.6):
     gh, gw = grid
     for i in range(1, gh):
@@ -60,16 +57,11 @@ def _patch_lines(ax, grid: tuple[int, int], patch: float, color="white", alpha=0
         ax.axvline(j * patch - 0.5, color=color, alpha=alpha, lw=lw)
 
 
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _cell_map(ax, values: np.ndarray, colors: Sequence[str]) -> None:
     """Draw an (h, w) integer map as coloured cells with thin white borders."""
     ax.imshow(values, cmap=ListedColormap(list(colors)), vmin=0, vmax=len(colors) - 1)
     _patch_lines(ax, values.shape, 1.0, color="white", alpha=1.0, lw=1.0)
-    _bare(ax)
+    bare(ax)
 
 
 def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_font: float = 7):
@@ -106,16 +98,16 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
         "the same image and mask\nin every row",
     )
     for ax, title in zip(axes[:, 0], input_titles, strict=True):
-        ax.imshow(_hwc(image))
+        ax.imshow(hwc(image))
         _patch_lines(ax, (gh, gw), patch)
         ax.set_title(title, fontsize=10)
-        _bare(ax)
+        bare(ax)
 
     # 1 · zero-out: a full image with black squares; every position is computed.
     ax = axes[0, 1]
-    ax.imshow(_hwc(zero_out(batch, mask)[0]))
+    ax.imshow(hwc(zero_out(batch, mask)[0]))
     ax.set_title("masked pixels set to 0: they look like data", fontsize=10)
-    _bare(ax)
+    bare(ax)
     ax = axes[0, 2]
     _cell_map(ax, np.where(visible, 1, 0), [MASKED_COLOR, VISIBLE_COLOR])
     for y, x in zip(*np.nonzero(~visible), strict=True):
@@ -136,7 +128,7 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
     tiles = unpatchify(tokens, patch, (rows_, cols))[0]
     ax = axes[1, 1]
     ax.set_facecolor("white")
-    ax.imshow(np.nan_to_num(_hwc(tiles), nan=1.0))
+    ax.imshow(np.nan_to_num(hwc(tiles), nan=1.0))
     _patch_lines(ax, (rows_, cols), patch, color="white", alpha=1.0, lw=2.0)
     for k, pos in enumerate(positions):
         r, c = divmod(k, cols)
@@ -154,7 +146,7 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
         f"a sequence of {n_vis} tokens (visible patches only),\nread row by row; label = position",
         fontsize=10,
     )
-    _bare(ax)
+    bare(ax)
     ax = axes[1, 2]
     _cell_map(ax, np.where(visible, 1, 0), [ABSENT_COLOR, VISIBLE_COLOR])
     for y, x in zip(*np.nonzero(visible), strict=True):
@@ -168,7 +160,7 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
     # 3 · sparse: visible pixels only; a set of active sites that is the same at every scale.
     ax = axes[2, 1]
     pixel = upsample_mask(mask, (height, width))[0, 0].numpy()
-    rgba = np.concatenate([_hwc(image), pixel[..., None].astype(np.float32)], axis=-1)
+    rgba = np.concatenate([hwc(image), pixel[..., None].astype(np.float32)], axis=-1)
     ax.add_patch(
         Rectangle(
             (-0.5, -0.5),
@@ -184,7 +176,7 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
     ax.set_title(
         "only visible pixels exist; masked ones are\nnot zero, they are absent", fontsize=10
     )
-    _bare(ax)
+    bare(ax)
     ax = axes[2, 2]
     _cell_map(ax, np.zeros_like(visible, dtype=int), [ABSENT_COLOR])
     ys, xs = np.nonzero(visible)
@@ -226,9 +218,9 @@ def plot_mask_grid(
             kept = int(mask.sum())
             ax = axes[row, col]
             shown = zero_out(image[None], mask, 0.12)[0]
-            ax.imshow(_hwc(shown))
+            ax.imshow(hwc(shown))
             _patch_lines(ax, (gh, gw), patch, alpha=0.25, lw=0.4)
-            _bare(ax)
+            bare(ax)
             promised = kept_patch_count(gh * gw, ratio)
             ax.set_title(
                 f"patch {patch} · ratio {ratio:g}\nkeeps {kept} of {gh}×{gw} = {gh * gw}"

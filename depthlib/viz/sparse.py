@@ -1,6 +1,6 @@
 """Figures of notebook 02: dense vs sparse convolution (the report's Figure 2), the zero-out problem
 in numbers, the sparse encoder's stages and the sparse-vs-dense timing. Each function takes results
-of :mod:`depthlib.zero_out_problem` or :mod:`depthlib.sparse_reference`; returns a Figure."""
+of :mod:`depthlib.course.zero_out` or :mod:`depthlib.course.sparse_reference`; returns a Figure."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from depthlib.errors import DataError
+from depthlib.viz import bare
 
 __all__ = [
     "plot_conv_vs_sparse_conv",
@@ -28,11 +29,6 @@ TRUTH_COLOR = "#8c8c8c"
 _SITES = ListedColormap(["#eeeeee", SPARSE_COLOR, DENSE_COLOR])
 
 
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _sites(ax, codes: np.ndarray, patch: int | None) -> None:
     ax.imshow(codes, cmap=_SITES, vmin=0, vmax=2, interpolation="nearest")
     if patch:
@@ -41,13 +37,13 @@ def _sites(ax, codes: np.ndarray, patch: int | None) -> None:
             ax.axhline(y - 0.5, color="white", lw=0.8)
         for x in range(patch, w, patch):
             ax.axvline(x - 0.5, color="white", lw=0.8)
-    _bare(ax)
+    bare(ax)
 
 
 def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None):
     """The report's Figure 2 from our code: where outputs appear after 1, 2, … stacked convs.
 
-    ``footprints`` is :func:`depthlib.zero_out_problem.conv_footprints`'s result. Top row: dense
+    ``footprints`` is :func:`depthlib.course.zero_out.conv_footprints`'s result. Top row: dense
     conv on the zero-filled map, whose outputs spread into masked positions (red); bottom row:
     sparse (submanifold) conv, whose outputs stay on the visible sites (blue). ``patch``: the mask
     patch side on this map, to draw patch borders. The black square is one 3×3 window.
@@ -188,7 +184,7 @@ def plot_encoder_stages(rows: Sequence[dict]):
         ):
             ax = axes[row, col]
             ax.imshow(values, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
-            _bare(ax)
+            bare(ax)
             ax.set_xlabel(f"masked positions ≠ 0: {100 * share:.0f}%", fontsize=9)
         axes[0, col].set_title(
             f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w}", fontsize=10

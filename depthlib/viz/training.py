@@ -1,64 +1,25 @@
 """Figures of training runs: learning curves averaged over seeds, and SparK reconstructions early
-vs late in pretraining. Inputs are run folders (their ``log.jsonl``, see :mod:`depthlib.run_log`)
-or rows already in memory, and the dicts :meth:`depthlib.spark.SparK.reconstruct` returns."""
+vs late in pretraining. Inputs are run folders (their ``log.jsonl``, see :mod:`depthlib.train.runlog`)
+or rows already in memory, and the dicts :meth:`depthlib.spark.model.SparK.reconstruct` returns."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from depthlib.depth.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 from depthlib.errors import ConfigError, DataError
-from depthlib.metrics import HIGHER_IS_BETTER, METRIC_NAMES
-from depthlib.viz.masking import _bare, _hwc
+from depthlib.train.runlog import Run, read_run_rows
+from depthlib.viz import bare, hwc
 
-__all__ = ["plot_learning_curves", "plot_reconstruction_progress", "read_run_rows"]
+__all__ = ["plot_learning_curves", "plot_reconstruction_progress", "reconstruction_figure"]
 
-LOG_NAME = "log.jsonl"
 LOSS_KEY = "train_loss"
-Run = str | os.PathLike | Sequence[Mapping]
-
-
-def read_run_rows(run: Run) -> tuple[str, list[Mapping]]:
-    """``(name, rows)`` of one run: a run folder holding ``log.jsonl`` (one JSON row per epoch,
-    written by :class:`depthlib.run_log.RunLog`), the ``log.jsonl`` file itself, or rows already
-    loaded (e.g. ``finetune(...).train.history``)."""
-    if not isinstance(run, (str, os.PathLike)):
-        rows = list(run)
-        if not rows or not all(isinstance(r, Mapping) for r in rows):
-            raise DataError(
-                "A run given as rows must be a non-empty list of per-epoch dicts (e.g. "
-                "finetune(...).train.history); got "
-                + ("an empty list." if not rows else f"items of type {type(rows[0]).__name__}.")
-            )
-        return "rows", rows
-    path = Path(run)
-    log = path if path.is_file() else path / LOG_NAME
-    if not log.is_file():
-        raise ConfigError(
-            f"No {LOG_NAME} in {path}. Pass the folder a training run wrote (the out= of "
-            "finetune/pretrain, e.g. runs/<name>), or the rows of a run (result.train.history)."
-        )
-    rows = []
-    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as err:
-            raise DataError(
-                f"{log} line {number} is not JSON ({err}). Was the file edited by hand? "
-                "Re-run the training or delete that line."
-            ) from err
-    if not rows:
-        raise DataError(f"{log} is empty: the run ended before its first epoch. Train longer.")
-    return str(path), rows
 
 
 def _column(name: str, rows: Sequence[Mapping], key: str, x: str) -> dict[float, float]:
@@ -201,15 +162,36 @@ def plot_reconstruction_progress(stages: Mapping[str, Mapping[str, torch.Tensor]
     for r in range(n):
         for c, (title, images) in enumerate(columns):
             ax = axes[r, c]
-            ax.imshow(_hwc(images[r].detach().float().cpu()))
+            ax.imshow(hwc(images[r].detach().float().cpu()))
             if c >= 2 and hidden[r, 0].any():
                 ax.contour(
                     hidden[r, 0].numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8
                 )
-            _bare(ax)
+            bare(ax)
             if r == 0:
                 ax.set_title(title, fontsize=10)
     fig.suptitle(
         "SparK reconstructions: hidden patches predicted (outlined), visible copied", fontsize=11
     )
+    return fig
+
+
+def reconstruction_figure(recon: Mapping[str, torch.Tensor], title: str | None = None):
+    """One epoch's reconstructions: rows = images; columns = input, masked input, prediction,
+    composite (the paper's layout). Built without pyplot, so a training job's figures never
+    accumulate in a notebook."""
+    from matplotlib.figure import Figure
+
+    columns = ("input", "masked", "prediction", "composite")
+    n = recon["input"].shape[0]
+    fig = Figure(figsize=(2.2 * len(columns), 1.8 * n * recon["input"].shape[-2] / 128 + 0.4))
+    axes = fig.subplots(n, len(columns), squeeze=False)
+    for r in range(n):
+        for c, key in enumerate(columns):
+            axes[r, c].imshow(hwc(recon[key][r].float().cpu()))
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(key, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.patches import Rectangle
 
-from depthlib.errors import DataError
+from depthlib.errors import require_multiple
 from depthlib.viz.diagram import (
     DECODER_COLOR,
     ENCODER_COLOR,
@@ -55,11 +55,7 @@ def unetpp_nodes(model, image_size: Sequence[int] = (64, 96)) -> dict[tuple[int,
     (0: encoder). smp's block ``x_{d}_{l}`` is X^{D-2-l, l-d+1} (D = encoder depth)."""
     h, w = (int(s) for s in image_size)
     stride = 2 ** model.config["encoder_depth"]
-    if h % stride or w % stride:
-        raise DataError(
-            f"image_size {h}x{w} is not a multiple of the encoder stride {stride}; "
-            f"use e.g. ({2 * stride}, {3 * stride})."
-        )
+    require_multiple(h, w, stride, "image_size", "the encoder stride")
     outputs, _ = _unetpp_trace(model, (h, w))
     depth = model.config["encoder_depth"]
     nodes = {(i, 0): tuple(f.shape[1:]) for i, f in enumerate(outputs["encoder"][1:])}
@@ -78,7 +74,7 @@ def _stage_names(encoder, depth: int) -> list[str]:
 
 
 def plot_unetpp_architecture(model, image_size: Sequence[int] = (64, 96)):
-    """UNet++'s nested grid from ``model`` (a :class:`depthlib.models.DepthUNetPlusPlus`): nodes
+    """UNet++'s nested grid from ``model`` (a :class:`depthlib.depth.unetpp.DepthUNetPlusPlus`): nodes
     X^{i,j} with their channels and spatial size (measured on a dummy ``image_size`` input),
     encoder column j = 0, down-sampling, up-sampling (diagonal) and dense skip connections
     (every earlier node of a row is concatenated), the final up-sampling block and the depth head.

@@ -1,0 +1,403 @@
+"""Failure modes under control: sweep one rooms knob, score models per value, compute each verdict.
+
+The course report judged its model's failure modes from pictures ("fails on dark objects in dark
+regions", "misses small objects", "does not separate objects whose colour is similar to the
+background"). A picture cannot tell "worse in the dark" from "worse in this room". Here each claim
+gets the knob of the rooms generator that controls its factor (forcing a knob leaves every other
+draw of a room unchanged), the *same* rooms are rendered at every knob value (a paired design: the
+room-to-room spread cancels in the differences), and each claim is read on the pixels it talks
+about: object pixels, object/background boundaries, or whether an object stands out in depth.
+
+    rows = knob_sweep({"model": run_dir, "baseline": mean_map}, "light", (0.15, 1.0), n_rooms=8)
+    claim_verdict(rows, "dark", model="model")["sentence"]
+
+Depth metrics come from :mod:`depthlib.depth.metrics` (``MetricAccumulator`` with a region as the valid
+mask); only the "detected" rate of objects, which has no standard metric, is new (in
+:mod:`depthlib.course.failure_regions`, with the object masks the regions come from).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
+from depthlib.data.pools import UNLABELLED_SEED_OFFSET
+from depthlib.data.rooms.scene import RoomKnobs
+from depthlib.depth.metrics import MeanDepthBaseline, MetricAccumulator
+from depthlib.errors import ConfigError, DataError
+from depthlib.jobs.evaluate import MODEL_ROW
+from depthlib.jobs.predict import Predictor
+
+__all__ = [
+    "CLAIMS",
+    "SWEEP_ROOMS",
+    "SWEEP_SEED_OFFSET",
+    "Claim",
+    "claim_verdict",
+    "knob_sweep",
+    "prediction_triptychs",
+    "results_rows",
+    "rows_by_model",
+    "sweep_rooms_for_profile",
+    "sweep_rooms_seed",
+    "sweep_summary",
+    "sweep_table",
+]
+
+# Labelled rooms use seed s, the unlabelled pretraining pool s + 1_000_003; sweeps use their own.
+SWEEP_SEED_OFFSET = 2 * UNLABELLED_SEED_OFFSET + 23  # 2_000_029
+# Rooms per knob value: quick keeps nbval under a minute; cpu gives paired CIs of useful width.
+SWEEP_ROOMS = {"quick": 4, "cpu": 40, "paper": 100}
+MEASURES = ("abs_rel", "objects_abs_rel", "boundary_abs_rel", "detected")
+MEASURE_LABELS = {
+    "abs_rel": "AbsRel (whole image)",
+    "objects_abs_rel": "AbsRel on object pixels",
+    "boundary_abs_rel": "AbsRel at object boundaries",
+    "detected": "objects detected (share)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A claim of the report, the knob that controls its factor and how to read it.
+
+    ``stress`` is the knob value where the claim says the model fails, ``reference`` the normal
+    one; ``measure`` a row key (see ``MEASURES``); ``higher_is_worse`` its direction.
+    """
+
+    key: str
+    text: str
+    knob: str
+    values: tuple[float, ...]
+    stress: float
+    reference: float
+    measure: str
+    higher_is_worse: bool = True
+
+
+CLAIMS: dict[str, Claim] = {
+    "dark": Claim(
+        "dark", "fails on dark objects in dark regions", "light",
+        (0.15, 0.3, 0.6, 1.0), stress=0.15, reference=1.0, measure="objects_abs_rel",
+    ),
+    "small": Claim(
+        "small", "misses small objects", "size_scale",
+        (0.5, 0.7, 1.0, 1.3), stress=0.5, reference=1.0, measure="detected",
+        higher_is_worse=False,
+    ),
+    "similar_colour": Claim(
+        "similar_colour", "does not separate objects whose colour is similar to the background",
+        "contrast", (0.0, 0.25, 0.5, 1.0), stress=0.0, reference=1.0, measure="boundary_abs_rel",
+    ),
+}  # fmt: skip
+
+
+def sweep_rooms_seed(labelled_seed: int = 0) -> int:
+    """Seed of the sweep rooms: disjoint from the labelled set's and the pretraining pool's."""
+    return int(labelled_seed) + SWEEP_SEED_OFFSET
+
+
+def sweep_rooms_for_profile(profile) -> int:
+    """Rooms per knob value for a profile (name or Profile); unknown names get the cpu count."""
+    return SWEEP_ROOMS.get(getattr(profile, "name", profile), SWEEP_ROOMS["cpu"])
+
+
+def _check_sweep(knob: str, values, n_rooms: int) -> tuple[float, ...]:
+    if knob not in RoomKnobs.names():
+        raise ConfigError(
+            f"Unknown room knob {knob!r}; choose one of {', '.join(RoomKnobs.names())}."
+        )
+    values = tuple(float(v) for v in values)
+    if not values:
+        raise ConfigError(f"Give at least one value to sweep {knob!r} over, e.g. (0.2, 1.0).")
+    for v in values:  # fails before any rendering, with the valid range in the message
+        RoomKnobs(**{knob: int(v) if knob == "n_objects" else v}).validated()
+    if int(n_rooms) < 1:
+        raise ConfigError(f"n_rooms must be at least 1, got {n_rooms}.")
+    return values
+
+
+def _row_metrics(acc: dict, pred, gt, objects, band) -> dict:
+    """Per-region metrics of one room; a region with no valid pixel gives NaN."""
+    regions = {"": None, "objects_": objects >= 0, "boundary_": band}
+    out = {}
+    for prefix, mask in regions.items():
+        a = acc[prefix]
+        a.update(pred[None], gt[None], None if mask is None else mask[None])
+        m = a.per_image[-1]
+        for name in ("abs_rel", "delta1", "rmse"):
+            out[prefix + name] = math.nan if m is None else m[name]
+    return out
+
+
+def knob_sweep(
+    model,
+    knob: str,
+    values: Sequence[float],
+    *,
+    n_rooms: int = 8,
+    size: tuple[int, int] = (240, 320),
+    input_size: tuple[int, int] | None = None,
+    seed: int | None = None,
+    band: int | None = None,
+) -> list[dict]:
+    """One row per (model, knob value, room): rooms ``0..n_rooms-1`` of the sweep seed rendered
+    at ``size`` with ``knob`` forced to each value (same rooms for every value: paired).
+
+    ``model``: a model, run folder, fitted baseline or :class:`Predictor`, or a mapping
+    name -> any of these (each room is rendered once and scored by every model).
+    ``input_size``: what the networks see (default: a run's training size; a bare module sees
+    the rendered size). ``band``: boundary half-width in rendered pixels (default: one pixel of
+    the first network's input, so every model is scored on the same band). ``seed``: the rooms' seed
+    (default ``sweep_rooms_seed(0)``). Row keys: model, knob, value, room, abs_rel, delta1,
+    rmse, objects_*, boundary_* (same metrics on those pixels), detected (share of counted
+    objects, see :func:`relief_detection`), n_counted, object_fraction, luminance.
+    """
+    values = _check_sweep(knob, values, n_rooms)
+    models = dict(model) if isinstance(model, Mapping) else {MODEL_ROW: model}
+    if not models:
+        raise ConfigError("knob_sweep needs at least one model.")
+    predictors = {
+        name: m if isinstance(m, Predictor) else Predictor(m, input_size or "train")
+        for name, m in models.items()
+    }
+    height, width = (int(v) for v in size)
+    if band is None:
+        sizes = [p.input_size for p in predictors.values() if p.input_size is not None]
+        band = max(1, math.ceil(max(height / sizes[0][0], width / sizes[0][1]))) if sizes else 1
+    seed = sweep_rooms_seed(0) if seed is None else int(seed)
+    rows = []
+    for value in values:
+        knobs = RoomKnobs(**{knob: int(value) if knob == "n_objects" else value})
+        rooms = [render_labelled_room(seed, i, height, width, knobs) for i in range(n_rooms)]
+        edges = [boundary_band(room["objects"], band) for room in rooms]
+        for name, predict in predictors.items():
+            preds = predict([room["rgb"] for room in rooms])
+            accs = {p: MetricAccumulator() for p in ("", "objects_", "boundary_")}
+            for index, (room, pred, edge) in enumerate(zip(rooms, preds, edges, strict=True)):
+                gt, objects = room["depth"], room["objects"]
+                found, counted = relief_detection(pred, gt, objects, band=band)
+                rows.append(
+                    {
+                        "model": name,
+                        "knob": knob,
+                        "value": value,
+                        "room": index,
+                        **_row_metrics(accs, pred, gt, objects, edge),
+                        "detected": found / counted if counted else math.nan,
+                        "n_counted": counted,
+                        "object_fraction": float((objects >= 0).mean()),
+                        "luminance": float(room["rgb"].mean() / 255),
+                    }
+                )
+    return rows
+
+
+def rows_by_model(rows: Sequence[Mapping]) -> dict[str, list[dict]]:
+    """Sweep rows grouped by their ``model`` name, in first-seen order."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["model"], []).append(dict(r))
+    return out
+
+
+def sweep_summary(rows: Sequence[Mapping], measures: Sequence[str] = MEASURES) -> list[dict]:
+    """Per (model, value): mean and (unpaired) standard error of each measure over its rooms
+    (NaN rooms left out, counted in ``n_<measure>``)."""
+    groups: dict[tuple, list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["value"]), []).append(r)
+    out = []
+    for (name, value), rs in groups.items():
+        row = {"model": name, "knob": rs[0]["knob"], "value": value, "n_rooms": len(rs)}
+        for m in measures:
+            x = np.array([r[m] for r in rs], float)
+            x = x[np.isfinite(x)]
+            row[m] = float(x.mean()) if x.size else math.nan
+            row[m + "_se"] = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else math.nan
+            row["n_" + m] = int(x.size)
+        out.append(row)
+    return out
+
+
+def sweep_table(rows: Sequence[Mapping], measures: Sequence[str] = ("abs_rel",)) -> str:
+    """A markdown table: one line per knob value, one column per (model, measure) mean."""
+    summary = sweep_summary(rows, measures)
+    models = list(dict.fromkeys(r["model"] for r in summary))
+    values = sorted({r["value"] for r in summary})
+    cell = {(r["model"], r["value"]): r for r in summary}
+    knob = summary[0]["knob"] if summary else "value"
+    head = [knob] + [f"{m}: {MEASURE_LABELS.get(k, k)}" for m in models for k in measures]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["--:"] * len(head)) + "|"]
+    for v in values:
+        got = [cell.get((m, v), {}).get(k, math.nan) for m in models for k in measures]
+        lines.append("| " + " | ".join([f"{v:g}"] + [f"{x:.3f}" for x in got]) + " |")
+    return "\n".join(lines)
+
+
+def _paired(rows, model, knob, measure, stress, reference) -> dict[int, tuple[float, float]]:
+    """room -> (measure at stress, at reference), for rooms with a finite value at both."""
+    mine = [r for r in rows if r["knob"] == knob and (model is None or r["model"] == model)]
+    models = {r["model"] for r in mine}
+    if len(models) > 1:
+        raise ConfigError(f"Rows hold several models {sorted(models)}; pass model=one of them.")
+    at = {v: {r["room"]: r[measure] for r in mine if r["value"] == v} for v in (stress, reference)}
+    for v, by_room in at.items():
+        if not by_room:
+            present = sorted({r["value"] for r in mine})
+            raise DataError(
+                f"No {knob}={v} rows{f' for model {model!r}' if model else ''} (values present: "
+                f"{present}); sweep over both the stress and the reference value."
+            )
+    pairs = {k: (at[stress][k], at[reference][k]) for k in set(at[stress]) & set(at[reference])}
+    return {k: p for k, p in sorted(pairs.items()) if np.isfinite(p).all()}
+
+
+def claim_verdict(
+    rows: Sequence[Mapping],
+    claim: str | Claim,
+    *,
+    model: str | None = None,
+    versus: str | None = None,
+    measure: str | None = None,
+    min_effect: float = 0.1,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Confirmed / refuted / inconclusive, computed from paired rooms, with the numbers.
+
+    d = measure(stress) - measure(reference) per room, signed so that d > 0 means worse.
+    Confirmed: the bootstrap CI of mean d lies above 0 and mean d is at least ``min_effect``
+    times the reference mean (a material change). Refuted: the CI lies below that size (a
+    material degradation is ruled out). Otherwise inconclusive (too few rooms or too noisy).
+    ``versus``: another model of the rows (e.g. the mean-depth baseline); d is then how much
+    more ``model`` gets worse than it in the same room (for knobs that change the ground truth,
+    this removes what the measure does without looking at the image). ``measure``: read another
+    row key than the claim's, e.g. "abs_rel" to see whether the whole image gets as much worse.
+    """
+    c = CLAIMS[claim] if isinstance(claim, str) and claim in CLAIMS else claim
+    if not isinstance(c, Claim):
+        raise ConfigError(f"Unknown claim {claim!r}; choose one of {', '.join(CLAIMS)}.")
+    if measure is not None:
+        c = dataclasses.replace(c, measure=measure)
+    args = (c.knob, c.measure, float(c.stress), float(c.reference))
+    pairs = _paired(rows, model, *args)
+    other = _paired(rows, versus, *args) if versus is not None else {}
+    rooms = [k for k in pairs if versus is None or k in other]
+    stress, ref = (np.array([pairs[k][i] for k in rooms], float) for i in (0, 1))
+    sign = 1.0 if c.higher_is_worse else -1.0
+    d = sign * (stress - ref)
+    if versus is not None:
+        d = d - sign * np.array([other[k][0] - other[k][1] for k in rooms], float)
+    n = int(d.size)
+    out = {
+        "claim": c.key, "text": c.text, "knob": c.knob, "measure": c.measure,
+        "stress": c.stress, "reference": c.reference, "n_rooms": n, "min_effect": min_effect,
+        "versus": versus,
+    }  # fmt: skip
+    if n < 2:
+        out |= {"verdict": "inconclusive", "sentence": f"inconclusive: only {n} paired room(s)."}
+        return out
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, size=(int(n_boot), n))].mean(1)
+    alpha = (1 - confidence) / 2
+    lo, hi = (float(v) for v in np.quantile(boots, [alpha, 1 - alpha]))
+    mean_ref, mean_stress = float(ref.mean()), float(stress.mean())
+    material = min_effect * abs(mean_ref)
+    effect = float(d.mean())
+    if lo > 0 and effect >= material:
+        verdict = "confirmed"
+    elif hi < material:
+        verdict = "refuted"
+    else:
+        verdict = "inconclusive"
+    out |= {
+        "verdict": verdict,
+        "mean_reference": mean_ref,
+        "mean_stress": mean_stress,
+        "mean_worse": effect,  # mean of d: > 0 = worse under stress
+        "ci_worse": (lo, hi),
+        "paired_std": float(d.std(ddof=1)),
+        "relative_change": (mean_stress - mean_ref) / mean_ref if mean_ref else math.nan,
+    }
+    label = MEASURE_LABELS.get(c.measure, c.measure)
+    why = {
+        "confirmed": "CI above 0 and the change at least the material size",
+        "refuted": "a worsening of the material size or more lies outside the CI",
+        "inconclusive": "the CI neither excludes 0 nor the material size",
+    }[verdict]
+    out["sentence"] = (
+        f"{verdict} ({why}): {label} {mean_ref:.3f} at {c.knob}={c.reference:g} vs "
+        f"{mean_stress:.3f} at {c.knob}={c.stress:g} ({_percent(out['relative_change'])}); "
+        f"worse-by {effect:+.3f}{f' beyond {versus}' if versus else ''}, {confidence:.0%} "
+        f"bootstrap CI [{lo:+.3f}, {hi:+.3f}], paired std {out['paired_std']:.3f}, n={n} rooms; "
+        f"material size = {min_effect:.0%} of the reference ({material:.3f})."
+    )
+    return out
+
+
+def _percent(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.0%}"
+
+
+def prediction_triptychs(
+    model, source, indices: Sequence[int], input_size=None, label: str | None = None
+) -> list[dict]:
+    """Per image: ``index``, ``rgb``, ``depth`` (GT), ``valid``, ``pred`` at GT size, ``abs_rel``
+    (the protocol's, from :mod:`depthlib.depth.metrics`) and ``label`` (e.g. the model's name).
+
+    ``source``: a reader such as ``open_depth_dataset(rooms_file, "test")``; ``model``: a model,
+    run folder or :class:`Predictor` (``input_size`` default: the run's training size).
+    """
+    predict = model if isinstance(model, Predictor) else Predictor(model, input_size or "train")
+    out = []
+    acc = MetricAccumulator()
+    for i in indices:
+        sample = source[int(i)]
+        pred = predict([sample["rgb"]])[0]
+        acc.update(pred[None], sample["depth"][None], sample["valid"][None])
+        m = acc.per_image[-1]
+        out.append(
+            {
+                "index": int(sample["index"]),
+                "rgb": sample["rgb"],
+                "depth": sample["depth"],
+                "valid": sample["valid"],
+                "pred": pred,
+                "abs_rel": math.nan if m is None else m["abs_rel"],
+                "label": label,
+            }
+        )
+    return out
+
+
+def results_rows(runs: Mapping[str, str | os.PathLike], baseline_run: str | None = None) -> dict:
+    """Results-table rows (for ``format_table``) from each run's ``evaluation.json``: the model
+    row of every run under its name, then the train mean-depth-map baseline of ``baseline_run``
+    (default: the first run), which every run evaluates on the same test split."""
+    baseline_run = baseline_run or next(iter(runs), None)
+    if baseline_run not in runs:
+        raise ConfigError(f"baseline_run {baseline_run!r} is not one of the runs {list(runs)}.")
+    rows, baseline = {}, None
+    for name, run in runs.items():
+        path = Path(run) / "evaluation.json"
+        if not path.is_file():
+            raise DataError(
+                f"{path} does not exist: run {name!r} has no final evaluation. Finish its "
+                "training (finetune writes it) or run `depthlib evaluate --out` on it."
+            )
+        result = json.loads(path.read_text())
+        rows[name] = result["rows"][MODEL_ROW]
+        if name == baseline_run:
+            baseline = result["rows"].get(MeanDepthBaseline.name)
+    if baseline is not None:
+        rows["mean-depth baseline"] = baseline
+    return rows

@@ -1,0 +1,182 @@
+"""``depthlib reproduce``: the course's main job as a list of cached stages.
+
+rooms dataset -> SparK pretraining -> fine-tuning (scratch and SparK-init, the experiment's
+label fractions and seeds) -> notebooks 00-05 executed (every figure of the course) ->
+``figures/RESULTS.md`` with the measured tables. Each stage caches its outputs (the rooms file,
+run folders, executed notebooks), so a second run skips what is done. The time spent in each
+stage is printed, because the cpu profile has a budget (15 minutes on 2 cores).
+
+``data``: a labelled file (real NYU's labeled .mat with splits.mat beside it) to train and
+evaluate on instead of the rooms set; the notebooks then read it from ``$DEPTHLIB_DATASET``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from depthlib.atomic import atomic_write_text
+from depthlib.errors import ConfigError
+from depthlib.profiles import DATASET_ENV, REPO_ROOT, Profile, get_profile
+
+__all__ = ["STAGES", "Stage", "reproduce", "results_markdown"]
+
+RESULTS_FILE = "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Profile, dict], str]
+
+
+def _rooms(profile: Profile, state: dict) -> str:
+    from depthlib.data.info import format_summary, summarize
+    from depthlib.data.rooms import rooms_for_profile
+
+    path = rooms_for_profile(profile)
+    return format_summary(summarize(path))
+
+
+def _pretrain(profile: Profile, state: dict) -> str:
+    from depthlib.course.experiment import spark_encoder
+
+    path = spark_encoder(profile, state["data"])
+    return f"SparK encoder: {path}"
+
+
+def _finetune(profile: Profile, state: dict) -> str:
+    from depthlib.course.experiment import format_transfer_table, summarize_transfer, transfer_runs
+
+    state["runs"] = transfer_runs(profile, state["data"])
+    return format_transfer_table(summarize_transfer(state["runs"]))
+
+
+def _notebooks(profile: Profile, state: dict) -> str:
+    from depthlib.course.experiment import experiment_dir
+    from depthlib.course.notebooks import run_notebooks
+
+    inputs = f"{profile.name}:{experiment_dir(profile, state['data']).name}"
+    env = {DATASET_ENV: str(state["data"])}
+    results = run_notebooks(profile.name, inputs=inputs, env=env, update=state["update"])
+    state["notebooks"] = results
+    figures = sorted({f for r in results.values() for f in r["figures"]})
+    return f"{len(results)} notebooks; figures written: {len(figures)}"
+
+
+def _results(profile: Profile, state: dict) -> str:
+    from depthlib.course.experiment import transfer_runs
+    from depthlib.profiles import figures_dir
+
+    # every finished seed (the benchmark adds seeds to the ones reproduce runs)
+    runs = transfer_runs(profile, state["data"], include_finished=True, progress=False)
+    text = results_markdown(profile, runs, state["timings"], state["data"])
+    path = atomic_write_text(figures_dir() / RESULTS_FILE, text)
+    return f"wrote {path}"
+
+
+STAGES: list[Stage] = [
+    Stage("rooms dataset", _rooms),
+    Stage("SparK pretraining", _pretrain),
+    Stage("fine-tuning", _finetune),
+    Stage("notebooks", _notebooks),
+    Stage("results", _results),
+]
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, "
+        + (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
+    )
+
+
+def _shown(path) -> str:
+    """A path relative to the repository when it is inside it (RESULTS.md is committed)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
+    """``RESULTS.md``: the experiment table, each course model's protocol table with the
+    baselines, the verdict in the low-label regime, the machine and the time per stage."""
+    from depthlib.course.experiment import (
+        format_transfer_table,
+        summarize_transfer,
+        transfer_verdict,
+    )
+
+    rows = summarize_transfer(runs)
+    lines = [
+        f"# Results — profile `{profile.name}`",
+        "",
+        f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{_shown(data)}`.",
+        f"Machine: {_machine()}.",
+        "",
+        "## Scratch vs SparK-initialised UNet++ (test split, mean ± std over seeds)",
+        "",
+        format_transfer_table(rows),
+        "",
+    ]
+    for fraction in sorted({r["label_fraction"] for r in rows}):
+        try:
+            lines.append(f"- {transfer_verdict(rows, fraction)['summary']}")
+        except ConfigError:
+            continue
+    lines += ["", "## Each model beside the baselines (first seed, all metrics)", ""]
+    for run in runs:
+        if run.label_fraction == 1.0 and run.seed == min(r.seed for r in runs):
+            lines += [f"### {run.label}", "", run.evaluation["table"], ""]
+    if timings:
+        lines += [
+            "## Time per stage",
+            "",
+            "This invocation of `reproduce`; a stage whose outputs were cached takes about 0 s.",
+            "",
+            "| stage | seconds |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(
+    profile: str | Profile | None = None,
+    *,
+    only: list[str] | None = None,
+    data: str | os.PathLike | None = None,
+    update_notebooks: bool = False,
+    echo=print,
+) -> dict[str, float]:
+    """Run every stage (or those named in ``only``) and return ``{stage: seconds}``."""
+    from depthlib.data.rooms import rooms_for_profile
+
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    names = [s.name for s in STAGES]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"Unknown stage(s) {unknown}; the stages are: {', '.join(names)}.")
+    stages = [s for s in STAGES if not only or s.name in only]
+    timings: dict[str, float] = {}
+    state = {"timings": timings, "update": update_notebooks}
+    echo(f"depthlib reproduce — profile {prof.name}, {len(stages)} stage(s)")
+    for i, stage in enumerate(stages, 1):
+        if "data" not in state and stage.name != "rooms dataset":
+            state["data"] = Path(data) if data is not None else rooms_for_profile(prof)
+        echo(f"[{i}/{len(stages)}] {stage.name} ...")
+        start = time.perf_counter()
+        summary = stage.run(prof, state)
+        timings[stage.name] = time.perf_counter() - start
+        echo(summary)
+        echo(f"[{i}/{len(stages)}] {stage.name}: done in {timings[stage.name]:.1f} s")
+    echo("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    echo(f"total: {sum(timings.values()):.1f} s")
+    return timings

@@ -1,0 +1,263 @@
+"""Evaluate a depth model on a dataset split by the NYU protocol, beside baselines from the same run.
+
+A results table without a baseline cannot tell a model that learned depth from one that learned
+the average room, so every evaluation also scores the training split's per-pixel mean depth map
+and its median depth (both fitted on the TRAIN split of the same data, in the same call).
+
+The protocol (see :mod:`depthlib.depth.metrics`): the network sees the image at its input size (the
+training resolution for a checkpoint), the prediction is resized to the ground truth's size and
+clipped to (1e-3, 10) m, and metrics are averaged per image. The Eigen crop is on for real NYU
+480x640 data and off for the rooms set, unless asked.
+
+    evaluate(checkpoint_or_model, data, split="test") -> {"rows": {...}, "table": str, ...}
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from depthlib.atomic import atomic_write_text, to_json
+from depthlib.data.dataset import evenly_spaced, open_depth_dataset
+from depthlib.data.nyu import NYULabeled
+from depthlib.data.rooms import is_rooms_file
+from depthlib.data.transforms import resize_rgb
+from depthlib.depth.metrics import (
+    MeanDepthBaseline,
+    MedianDepthBaseline,
+    MetricAccumulator,
+    format_table,
+)
+from depthlib.errors import ConfigError, DataError
+from depthlib.train.checkpoint import load_checkpoint
+
+__all__ = [
+    "EvalSet",
+    "auto_eigen_crop",
+    "evaluate",
+    "fit_baselines",
+    "load_eval_set",
+    "load_model",
+    "predict_batches",
+    "score_baselines",
+    "score_model",
+]
+
+NYU_SIZE = (480, 640)
+MODEL_ROW = "model"
+
+
+@dataclass
+class EvalSet:
+    """Images at the network's input size (uint8 (N, 3, h, w)) and ground truth at its own size."""
+
+    images: torch.Tensor
+    depths: list[np.ndarray] = field(default_factory=list)  # float32 (H, W) metres, 0 = invalid
+    valids: list[np.ndarray] = field(default_factory=list)  # bool (H, W)
+    indices: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.depths)
+
+
+def load_eval_set(
+    source, input_size: Sequence[int] | None, positions: Sequence[int] | None = None
+) -> EvalSet:
+    """Read ``positions`` of a reader once: RGB resized to ``input_size`` (None: keep the size;
+    all images must then share it), GT untouched."""
+    positions = range(len(source)) if positions is None else positions
+    images, depths, valids, indices = [], [], [], []
+    for i in positions:
+        sample = source[int(i)]
+        rgb = sample["rgb"] if input_size is None else resize_rgb(sample["rgb"], input_size)
+        images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        depths.append(sample["depth"])
+        valids.append(sample["valid"])
+        indices.append(int(sample["index"]))
+    if not images:
+        raise DataError("The evaluation split is empty: there is nothing to evaluate.")
+    sizes = {tuple(x.shape) for x in images}
+    if len(sizes) > 1:
+        raise ConfigError(
+            f"The images differ in size ({sorted(sizes)[:3]}); pass input_size=(H, W) so they "
+            "can be batched."
+        )
+    return EvalSet(torch.stack(images), depths, valids, indices)
+
+
+@torch.inference_mode()
+def predict_batches(model: nn.Module, images: torch.Tensor, batch_size: int = 16):
+    """Yield ``(start, depth (B, 1, h, w) float32 CPU)`` for uint8 images, in eval mode.
+
+    ``model.predict`` pads to the stride and normalises, so any input size works.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    for start in range(0, len(images), batch_size):
+        depth = model.predict(images[start : start + batch_size])
+        yield start, depth.float().cpu()
+
+
+def score_model(
+    model: nn.Module,
+    eval_set: EvalSet,
+    *,
+    batch_size: int = 16,
+    eigen_crop: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Protocol metrics of ``model`` on ``eval_set`` plus ``seconds`` and ``images_per_s`` of
+    inference alone (prediction, not scoring)."""
+    acc = MetricAccumulator(eigen_crop=eigen_crop)
+    seconds = 0.0
+    bar = tqdm(total=len(eval_set), desc="evaluating", unit="img", disable=not progress)
+    batches = predict_batches(model, eval_set.images, batch_size)
+    while True:
+        t0 = time.perf_counter()
+        item = next(batches, None)
+        seconds += time.perf_counter() - t0
+        if item is None:
+            break
+        start, depth = item
+        stop = start + len(depth)
+        acc.update(depth, eval_set.depths[start:stop], eval_set.valids[start:stop])
+        bar.update(len(depth))
+    bar.close()
+    metrics = acc.compute()
+    metrics["seconds"] = seconds
+    metrics["images_per_s"] = len(eval_set) / seconds if seconds > 0 else float("nan")
+    return metrics
+
+
+def fit_baselines(train_source) -> dict[str, MeanDepthBaseline | MedianDepthBaseline]:
+    """The mean depth map and the median depth of a training reader (two streaming passes)."""
+    if len(train_source) == 0:
+        raise DataError("The training split is empty, so no baseline can be fitted.")
+    baselines = {}
+    for kind in (MeanDepthBaseline, MedianDepthBaseline):
+        depths = (train_source[i]["depth"] for i in range(len(train_source)))
+        baselines[kind.name] = kind().fit(depths)  # invalid pixels are 0 in every reader's samples
+    return baselines
+
+
+def score_baselines(baselines: dict, eval_set: EvalSet, *, eigen_crop: bool = False) -> dict:
+    """One metrics row per fitted baseline on the same GT maps as the model."""
+    rows = {}
+    for name, baseline in baselines.items():
+        acc = MetricAccumulator(eigen_crop=eigen_crop)
+        for depth, valid in zip(eval_set.depths, eval_set.valids, strict=True):
+            acc.update(baseline.predict(depth.shape)[None], depth[None], valid[None])
+        rows[name] = acc.compute()
+    return rows
+
+
+def load_model(checkpoint_or_model, which: str = "latest") -> tuple[nn.Module, dict]:
+    """(model in eval mode, info) from a model object or a checkpoint/run folder.
+
+    ``info`` holds the checkpoint folder and the training input size stored by ``finetune``.
+    """
+    if isinstance(checkpoint_or_model, nn.Module):
+        return checkpoint_or_model.eval(), {"checkpoint": None, "input_size": None}
+    if not isinstance(checkpoint_or_model, (str, os.PathLike)):
+        raise ConfigError(
+            "Pass a model (nn.Module) or the folder of a training run / checkpoint, got "
+            f"{type(checkpoint_or_model).__name__}."
+        )
+    ckpt = load_checkpoint(checkpoint_or_model, which=which)
+    model = ckpt.build_model().eval()
+    size = (ckpt.meta.get("run_config") or {}).get("input_size")
+    return model, {
+        "checkpoint": str(ckpt.path),
+        "input_size": tuple(int(v) for v in size) if size else None,
+        "epoch": ckpt.meta.get("epoch"),
+        "step": ckpt.meta.get("step"),
+    }
+
+
+def auto_eigen_crop(source) -> bool:
+    """True for real NYU at 480x640 (the protocol's crop); the rooms set has no border to hide."""
+    sample_size = getattr(source, "image_size", None)
+    if sample_size is None and len(source):
+        sample_size = source[0]["depth"].shape
+    if tuple(sample_size or ()) != NYU_SIZE:
+        return False
+    return not (isinstance(source, NYULabeled) and is_rooms_file(source.path))
+
+
+def _open_train(data: Path, source, train_data) -> object | None:
+    if train_data is not None:
+        return open_depth_dataset(train_data, "train")
+    if isinstance(source, NYULabeled):
+        return open_depth_dataset(data, "train")
+    return None  # a folder export is one split: there is no train split to fit baselines on
+
+
+def evaluate(
+    checkpoint_or_model,
+    data: str | os.PathLike,
+    split: str = "test",
+    *,
+    eigen_crop: bool | None = None,
+    batch_size: int = 16,
+    input_size: Sequence[int] | None = None,
+    which: str = "latest",
+    baselines: bool = True,
+    train_data: str | os.PathLike | None = None,
+    max_images: int | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score a model (or a checkpoint / run folder) on ``split`` of ``data``, with baselines.
+
+    eigen_crop: None = automatic (True for real NYU 480x640 data, False for the rooms set).
+    input_size: the network's input (H, W); default the training size a checkpoint stores,
+    else the images' own size. which: "latest" or "best" checkpoint of a run folder.
+    baselines: fit the train split's mean depth map and median depth (``train_data`` for folder
+    exports, which hold one split). max_images: evenly spaced subset, for quick looks only.
+    out: also write the result as JSON there.
+
+    Returns ``{"rows": {name: metrics}, "table": markdown, "data", "split", "eigen_crop",
+    "input_size", "checkpoint", "n_images", "inference_images_per_s", "notes"}``.
+    """
+    model, info = load_model(checkpoint_or_model, which)
+    data = Path(data)
+    source = open_depth_dataset(data, split)
+    if eigen_crop is None:
+        eigen_crop = auto_eigen_crop(source)
+    size = tuple(int(v) for v in input_size) if input_size is not None else info["input_size"]
+    positions = evenly_spaced(len(source), max_images)
+    eval_set = load_eval_set(source, size, positions)
+    model_row = score_model(
+        model, eval_set, batch_size=batch_size, eigen_crop=eigen_crop, progress=progress
+    )
+    rows = {MODEL_ROW: model_row}
+    notes = []
+    if baselines:
+        train = _open_train(data, source, train_data)
+        if train is None:
+            notes.append("no baselines: pass train_data= (--train-data) for a one-split export")
+        else:
+            rows |= score_baselines(fit_baselines(train), eval_set, eigen_crop=eigen_crop)
+    result = {
+        "rows": rows,
+        "table": format_table(rows),
+        "data": str(data),
+        "split": split,
+        "eigen_crop": bool(eigen_crop),
+        "input_size": list(size) if size else None,
+        "checkpoint": info["checkpoint"],
+        "n_images": len(eval_set),
+        "inference_images_per_s": model_row["images_per_s"],
+        "notes": notes,
+    }
+    if out is not None:
+        atomic_write_text(Path(out), to_json(result))
+    return result

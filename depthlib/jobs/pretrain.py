@@ -1,0 +1,240 @@
+"""SparK pretraining of the UNet++ encoder on unlabelled images: the task and ``pretrain()``.
+
+``pretrain(data, profile)`` preloads an unlabelled pool (:mod:`depthlib.data.pools`: the rooms
+generator with a seed of its own, a labelled file's train RGB, or a folder of images), trains
+:class:`depthlib.spark.SparK` with the one training loop (AdamW, warmup + cosine, weight decay
+0.04 → 0.2 as SparK, checkpoints, exact resume) and writes ``<out>/encoder.safetensors``, which
+``DepthUNetPlusPlus(..., encoder_weights=path)`` and ``depthlib finetune --encoder-weights`` load
+with strict=True.
+
+Augmentation is SparK's random-resized crop and flip on the whole uint8 batch at once
+(:func:`depthlib.data.transforms.random_resized_crop`). Crops, flips and masks of a batch come
+from a generator seeded by the batch's own seed, so a resumed run is exact whatever else
+consumed random numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from depthlib.atomic import atomic_write
+from depthlib.data.dataset import MAX_PRELOAD_BYTES
+from depthlib.data.pools import ImagePool, load_image_pool, unlabelled_rooms_seed
+from depthlib.data.transforms import normalize, random_resized_crop
+from depthlib.errors import ConfigError, DataError, require_multiple
+from depthlib.jobs.run import job_settings, run_training
+from depthlib.profiles import PretrainConfig, Profile, data_dir, runs_dir
+from depthlib.spark.masks import kept_patch_count
+from depthlib.spark.model import SparK
+from depthlib.train import PreloadedBatches, TrainResult, seed_everything
+from depthlib.train.distributed import is_main_process, unwrap_model
+
+__all__ = [
+    "ENCODER_FILENAME",
+    "PretrainResult",
+    "Reconstructions",
+    "SparkTask",
+    "build_spark",
+    "image_batches",
+    "load_reconstructions",
+    "pretrain",
+]
+
+ENCODER_FILENAME = "encoder.safetensors"
+
+
+def image_batches(images: torch.Tensor, batch_size: int, seed: int = 0) -> PreloadedBatches:
+    """Batches ``{"rgb": uint8 (B, 3, H, W), "seed": int}`` cut from a preloaded pool; the seed
+    (a function of the batch's place only) drives its crops, flips and mask in the task."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise DataError(
+            f"SparK batches are cut from uint8 RGB (N, 3, H, W), got {images.dtype} "
+            f"{tuple(images.shape)}."
+        )
+    return PreloadedBatches(
+        len(images), batch_size, lambda pos, _epoch, seed: {"rgb": images[pos], "seed": seed}, seed
+    )
+
+
+class SparkTask:
+    """The pretraining Task: a batch ``{"rgb", "seed"}`` → augmented, normalised, masked (the
+    model's mask ratio) → SparK's masked-patch loss. ``augment``: SparK's crop + flip (False: the
+    images as they are). ``on_epoch_end``: an optional ``callback(model, epoch) -> Mapping |
+    None`` (e.g. :class:`Reconstructions`), merged into the epoch's log row."""
+
+    def __init__(self, augment: bool = True, on_epoch_end=None):
+        self.augment, self.callback = augment, on_epoch_end
+
+    def inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normalised images, mask) of a batch: the same for the same batch seed."""
+        spark = unwrap_model(model)
+        rgb = batch["rgb"]
+        generator = torch.Generator().manual_seed(int(batch["seed"]))
+        x = random_resized_crop(rgb, generator) if self.augment else rgb.float() / 255.0
+        b, _, h, w = x.shape
+        mask = spark.random_mask(b, h, w, generator=generator).to(x.device)
+        return normalize(x), mask
+
+    def training_step(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
+        images, mask = self.inputs(model, batch)
+        loss, _ = model(images, mask)
+        return loss, {}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, row) -> dict | None:
+        return self.callback(model, epoch) if self.callback is not None else None
+
+
+class Reconstructions:
+    """An ``on_epoch_end`` callback: reconstruct fixed images under a fixed mask, save the tensors
+    as ``<directory>/epoch_XXXX.safetensors`` (figures comparing epochs need no retraining) and
+    log the loss on them as ``recon_loss``. The images are the first of the pool (training
+    images: there is no held-out unlabelled set); the mask comes from ``seed``, so every epoch
+    shows the same hidden patches."""
+
+    def __init__(self, images: torch.Tensor, directory, seed: int = 0, save: bool = True):
+        self.images, self.directory = images, Path(directory)
+        self.seed, self.save = int(seed), save
+
+    def __call__(self, model: nn.Module, epoch: int) -> dict:
+        spark = unwrap_model(model)
+        device = next(spark.parameters()).device
+        b, _, h, w = self.images.shape
+        mask = spark.random_mask(b, h, w, generator=torch.Generator().manual_seed(self.seed))
+        recon = spark.reconstruct(self.images.to(device), mask.to(device))
+        if self.save:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in recon.items() if k != "loss"}
+            path = self.directory / f"epoch_{epoch:04d}.safetensors"
+            atomic_write(path, lambda f: f.write(save(tensors)))
+        return {"recon_loss": float(recon["loss"])}
+
+
+def load_reconstructions(run_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
+    """``{epoch: reconstruction}`` saved by a pretraining run (the dict
+    :meth:`SparK.reconstruct` returns, without the loss), oldest epoch first."""
+    directory = Path(run_dir) / "reconstructions"
+    files = sorted(directory.glob("epoch_*.safetensors"))
+    if not files:
+        raise DataError(
+            f"No saved reconstructions in {directory}: pretrain with figures=True (the default) "
+            "to record them each epoch."
+        )
+    return {int(f.stem.split("_")[1]): load_file(str(f)) for f in files}
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns. ``encoder_path`` is None when the run stopped early
+    (interrupt, time budget): resume it to finish and export."""
+
+    train: TrainResult
+    model: SparK
+    run_dir: Path
+    encoder_path: Path | None
+    pool: ImagePool
+    config: PretrainConfig
+
+    @property
+    def interrupted(self) -> bool:
+        return self.train.interrupted
+
+
+def build_spark(cfg: PretrainConfig) -> SparK:
+    """The profile's SparK model (random weights)."""
+    return SparK(cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio)
+
+
+def _check_size(cfg: PretrainConfig) -> None:
+    """Fail before any data work: the size must tile into patches, and the mask ratio must
+    leave at least one patch visible and hide at least one."""
+    patch = 2**cfg.encoder_depth
+    require_multiple(
+        cfg.height, cfg.width, patch, "The pretraining size", "the patch size", ConfigError
+    )
+    n = (cfg.height // patch) * (cfg.width // patch)
+    if kept_patch_count(n, cfg.mask_ratio) == n:
+        raise ConfigError(
+            f"mask_ratio {cfg.mask_ratio} hides none of the {n} patches of a "
+            f"{cfg.height}x{cfg.width} image, so there is nothing to reconstruct; raise it "
+            "(SparK: 0.6)."
+        )
+
+
+def pretrain(
+    data: str | os.PathLike = "rooms",
+    profile: str | Profile | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    time_budget_s: float | None = None,
+    figures: bool = True,
+    cache_rooms: bool = True,
+    max_preload_bytes: float = MAX_PRELOAD_BYTES,
+    **overrides: Any,
+) -> PretrainResult:
+    """SparK-pretrain the profile's encoder on ``data`` and export it.
+
+    ``data``: "rooms" (the generator, ``n_images`` rooms with the unlabelled seed), a labelled
+    .mat/.h5 file (its train split's RGB), or a folder of images. Any ``PretrainConfig`` field in
+    ``overrides`` (``encoder``, ``mask_ratio``, ``epochs``, ``n_images``, ``decoder_width``, ...)
+    replaces the profile's value. ``out``: the run folder (default
+    ``runs/spark-<encoder>-<profile>``), which gets ``checkpoints/``, logs,
+    ``reconstructions/epoch_XXXX.safetensors`` (with ``figures``) and, once the run is complete,
+    ``encoder.safetensors``. ``cache_rooms``: render the rooms pool once into ``$DEPTHLIB_DATA``.
+    ``max_preload_bytes`` caps the preloaded uint8 pool (N·3·H·W bytes).
+    """
+    prof, cfg = job_settings(profile, "pretrain", **overrides)
+    _check_size(cfg)
+    run_dir = Path(out) if out is not None else runs_dir() / f"spark-{cfg.encoder}-{prof.name}"
+
+    seed_everything(cfg.seed)  # the model's initial weights depend on the seed only
+    model = build_spark(cfg)  # first: a bad encoder name fails before any data work
+    size = (cfg.height, cfg.width)
+    rooms_seed = unlabelled_rooms_seed(prof.rooms.seed)
+    rooms_cache = None
+    if cache_rooms and str(data) == "rooms":
+        name = f"unlabelled-rooms-n{cfg.n_images}-{cfg.height}x{cfg.width}-seed{rooms_seed}.mat"
+        rooms_cache = data_dir() / name
+    pool = load_image_pool(
+        data, size, cfg.n_images, rooms_seed=rooms_seed, rooms_cache=rooms_cache, seed=cfg.seed,
+        progress=progress, max_preload_bytes=max_preload_bytes,
+    )  # fmt: skip
+    if progress and pool.skipped:
+        print(f"Skipped {len(pool.skipped)} unreadable file(s), e.g. {pool.skipped[0]}.")
+    if progress and len(pool) < cfg.n_images:
+        print(f"Using all {len(pool)} images of {pool.source} (n_images is {cfg.n_images}).")
+    batches = image_batches(pool.images, cfg.batch_size, seed=cfg.seed)
+    callback = Reconstructions(
+        pool.images[: min(4, len(pool))], run_dir / "reconstructions", seed=cfg.seed, save=figures
+    )
+    run_config = {
+        "task": "pretrain",
+        "profile": prof.name,
+        "data": str(data),
+        "source": pool.source,
+        "n_images": len(pool),
+        "n_skipped": len(pool.skipped),
+        "input_size": list(size),
+        "pretrain": dataclasses.asdict(cfg),
+    }
+    result = run_training(
+        model, SparkTask(on_epoch_end=callback), batches, cfg, run_dir, run_config,
+        resume=resume, overwrite=overwrite, device=device, progress=progress,
+        time_budget_s=time_budget_s,
+    )  # fmt: skip
+    encoder_path = None
+    if result.stop_reason in ("completed", "already_complete") and is_main_process():
+        encoder_path = model.export_encoder(run_dir / ENCODER_FILENAME)
+        if progress:
+            print(f"Encoder weights: {encoder_path}")
+    return PretrainResult(result, model, run_dir, encoder_path, pool, cfg)

@@ -1,0 +1,146 @@
+"""SparK's densifier and light decoder: from sparse encoder features back to pixels.
+
+The sparse encoder leaves masked positions empty (0). Before a dense decoder can use a feature map,
+SparK *densifies* it, one scale at a time: normalise the visible features (BatchNorm for ResNets,
+LayerNorm for ConvNeXt, both over visible positions only), put a learned mask token wherever the
+map is empty, and project to the decoder's width (1×1 at the deepest scale, 3×3 elsewhere).
+
+The light decoder is a plain UNet without concatenation: per scale a stride-2 transposed conv
+followed by conv3×3-BN-ReLU6-conv3×3-BN; the densified skip feature of the next scale is *added*
+to its input; widths halve from ``width`` at every scale, and a 1×1 conv gives 3 channels at the
+input resolution. It is thrown away after pretraining: only the encoder is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from depthlib.errors import ConfigError
+from depthlib.spark.sparse import SparseBatchNorm2d, SparseContext, SparseLayerNorm
+
+__all__ = ["Densify", "LightDecoder", "UNetBlock", "decoder_widths"]
+
+MASK_TOKEN_STD = 0.02
+
+
+def decoder_widths(width: int, blocks: int) -> list[int]:
+    """Widths of the decoder: ``width`` halved per block, ``blocks + 1`` values (the last is the
+    width the 1×1 output conv reads). Halving must not reach 0 channels."""
+    if not isinstance(width, int) or width < 2**blocks:
+        raise ConfigError(
+            f"decoder_width must be an integer of at least {2**blocks} (it is halved {blocks} "
+            f"times), got {width!r}; SparK uses 768, small CPU runs 64-256."
+        )
+    return [width // 2**i for i in range(blocks + 1)]
+
+
+class UNetBlock(nn.Module):
+    """×2 upsampling (ConvTranspose2d k4 s2 p1), then conv3×3-BN-ReLU6-conv3×3-BN (SparK)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cin, kernel_size=4, stride=2, padding=1, bias=True)
+        self.conv = nn.Sequential(
+            nn.Conv2d(cin, cin, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.up(x))
+
+
+class LightDecoder(nn.Module):
+    """``blocks`` UNet blocks from the deepest scale to the input resolution, skip-add, 1×1 → RGB.
+
+    ``forward(skips)`` takes the densified features deepest first, each already at the width of
+    the block that reads it; there may be fewer skips than blocks (the last blocks get none).
+    """
+
+    def __init__(self, width: int, blocks: int, out_channels: int = 3):
+        super().__init__()
+        self.widths = decoder_widths(width, blocks)
+        self.blocks = nn.ModuleList(
+            UNetBlock(cin, cout)
+            for cin, cout in zip(self.widths[:-1], self.widths[1:], strict=True)
+        )
+        self.head = nn.Conv2d(self.widths[-1], out_channels, kernel_size=1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # SparK's LightDecoder init: convs N(0, .02²) (timm's trunc_normal_, whose ±2 bounds are
+        # absolute, i.e. no real truncation), transposed convs Kaiming fan-out, norms 1/0.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            elif isinstance(m, nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        if not 1 <= len(skips) <= len(self.blocks):
+            raise ConfigError(f"{len(skips)} skip features for {len(self.blocks)} decoder blocks.")
+        x = skips[0]
+        for i, block in enumerate(self.blocks):
+            if 0 < i < len(skips):
+                x = x + skips[i]
+            x = block(x)
+        return self.head(x)
+
+
+class Densify(nn.Module):
+    """Per scale: sparse norm → mask token where empty → projection to the decoder width.
+
+    ``channels``: encoder widths of the scales, deepest first; ``widths``: the decoder widths they
+    are projected to. ``norm``: "batch" (ResNets: SparK's sparse BatchNorm) or "layer" (ConvNeXt:
+    sparse channels-first LayerNorm, eps 1e-6). The norms are sparse modules bound to the
+    encoder's ``ctx``, so they see visible positions only; call inside ``ctx.active(mask)``.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        widths: Sequence[int],
+        ctx: SparseContext,
+        norm: str = "batch",
+    ):
+        super().__init__()
+        if norm not in ("batch", "layer"):
+            raise ConfigError(f"densify norm must be 'batch' or 'layer', got {norm!r}.")
+        self.ctx = ctx
+        self.norms = nn.ModuleList(
+            SparseLayerNorm(c, eps=1e-6, ctx=ctx, data_format="channels_first")
+            if norm == "layer"
+            else SparseBatchNorm2d(c, ctx=ctx)
+            for c in channels
+        )
+        # Named mask_token* so the optimizer exempts them from weight decay, as SparK does.
+        self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels)
+        for token in self.mask_tokens:
+            nn.init.trunc_normal_(
+                token, std=MASK_TOKEN_STD, a=-2 * MASK_TOKEN_STD, b=2 * MASK_TOKEN_STD
+            )
+        self.projections = nn.ModuleList(
+            nn.Conv2d(c, w, kernel_size=1 if i == 0 else 3, padding=0 if i == 0 else 1)
+            for i, (c, w) in enumerate(zip(channels, widths, strict=True))
+        )
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Sparse features deepest first → dense decoder inputs, deepest first."""
+        out = []
+        for feature, norm, token, projection in zip(
+            features, self.norms, self.mask_tokens, self.projections, strict=True
+        ):
+            visible = self.ctx.mask_for(feature, who="SparK densify")
+            filled = torch.where(visible, norm(feature), token.to(feature.dtype))
+            out.append(projection(filled))
+        return out
