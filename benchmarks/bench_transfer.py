@@ -1,78 +1,118 @@
-"""The scratch-vs-SparK experiment with several seeds: the numbers behind README's table.
+"""The study a sceptic accepts: does pretraining help UNet++ depth, and which kind?
 
-    python benchmarks/bench_transfer.py                       # cpu profile, seeds 0 1 2
-    python benchmarks/bench_transfer.py --seeds 0 1 2 3 --json runs/transfer.json
+Five initialisations of the same UNet++ (scratch, ImageNet, SparK, ImageNet -> SparK, zero-out
+masked pretraining), compute-matched scratch, 100% and 10% labels, paired fine-tune seeds over
+two pretraining seeds, and a fine-tune budget sweep at 10% labels; every comparison a paired
+difference with a 95% bootstrap interval. Resumable: every run lives in the profile's study
+folder under a hash of its settings (shared with ``depthlib reproduce``), so an interrupted study
+continues where it stopped.
 
-Runs (or reuses) every condition of ``depthlib.course.experiment.transfer_runs`` — the profile's label
-fractions x {scratch, SparK} x seeds — in the same experiment folder ``depthlib reproduce`` and
-notebook 04 use, so their tables pick up the extra seeds. Prints the table (mean ± std over
-seeds, mean-depth baseline beside), the verdict per label fraction (goal: SparK better than
-scratch by more than one std in the low-label regime), and the pretraining run's throughput.
-Wall times depend on the machine's load (printed); the metrics do not.
+    python benchmarks/bench_transfer.py                          # the full study, cpu profile
+    python benchmarks/bench_transfer.py --profile quick --out /tmp/study.json   # seconds
+
+Writes ``benchmarks/results/transfer_study.json`` (commit, date, machine, torch, settings hash,
+every run's metrics and step times, pretraining loss curves) and prints the tables and verdicts.
+Run it alone on the machine: its step times decide the compute-matched budget.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import subprocess
 import time
+from pathlib import Path
 
 import torch
 
-from depthlib.atomic import to_json
-from depthlib.course.experiment import (
-    format_transfer_table,
-    spark_encoder,
-    summarize_transfer,
-    transfer_runs,
-    transfer_verdict,
+from depthlib.course.statistics import (
+    format_study_table,
+    paired_verdict,
+    results_record,
+    summarize,
+    write_results,
 )
-from depthlib.profiles import get_profile
+from depthlib.course.study import ARMS, MATCHED, course_data, run_study, study_dir
+from depthlib.profiles import StudyConfig, get_profile
 from depthlib.train.runlog import read_run_rows
 
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "transfer_study.json"
+FULL = {
+    "cpu": StudyConfig(
+        arms=tuple(ARMS), label_fractions=(1.0, 0.1), seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1),
+        epochs=5, sweep_arms=("scratch", "spark", "imagenet"), sweep_fraction=0.1,
+        sweep_epochs=(10, 20, 40), sweep_seeds=(0, 1, 2), compute_matched=True,
+    ),
+    "quick": StudyConfig(
+        arms=tuple(ARMS), seeds=(0, 1), pretrain_seeds=(0, 1), epochs=1,
+        sweep_epochs=(2,), sweep_seeds=(0,), compute_matched=True,
+    ),
+}  # fmt: skip
 
-def load() -> str:
-    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+def commit() -> str:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "depthlib"],
+                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    return (out or "unknown") + ("+uncommitted" if dirty else "")
+
+
+def pretraining_curves(profile, data, study) -> dict:
+    """Each pretraining run's loss per epoch and step time: was it still falling?"""
+    root = study_dir(profile, data) / "pretrain"
+    curves = {}
+    for folder in sorted(root.glob("*-seed*")):
+        if (folder / "log.jsonl").is_file():
+            _, rows = read_run_rows(folder)
+            curves[folder.name] = {
+                "loss": [round(r["train_loss"], 4) for r in rows],
+                "step_s": round(sum(r["epoch_time_s"] for r in rows), 1),
+            }
+    return curves
+
+
+def verdicts(runs, study) -> list[dict]:
+    """Every arm against scratch at the main budget (compute-matched scratch against scratch
+    with its own, longer budget), then the sweep's arms against scratch at each budget."""
+    out = []
+    for fraction in study.label_fractions:
+        for arm in [a for a in study.arms if a != "scratch"] + [MATCHED] * study.compute_matched:
+            budget = None if arm == MATCHED else study.epochs
+            out.append(paired_verdict(runs, arm, label_fraction=fraction, epochs=budget,
+                                      versus_epochs=study.epochs))  # fmt: skip
+    for epochs in (study.epochs, *study.sweep_epochs):
+        for arm in [a for a in study.sweep_arms if a != "scratch"]:
+            out.append(paired_verdict(runs, arm, label_fraction=study.sweep_fraction,
+                                      epochs=epochs) | {"epochs": epochs})  # fmt: skip
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--out", default=str(RESULTS), help="results file (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
-    print(f"profile {profile.name}; seeds {args.seeds}; load average {load()}")
-    start = time.perf_counter()
-    runs = transfer_runs(profile, seeds=args.seeds, progress=False)
-    rows = summarize_transfer(runs)
-    print(format_transfer_table(rows))
-    verdicts = [transfer_verdict(rows, f) for f in profile.transfer.label_fractions]
-    for verdict in verdicts:
-        print(verdict["summary"])
-
-    _, history = read_run_rows(spark_encoder(profile, progress=False).parent)
-    speed = sum(r["samples_per_s"] for r in history) / len(history)
-    pre = profile.pretrain
-    print(
-        f"SparK pretraining: {speed:.1f} images/s over {len(history)} epochs "
-        f"({pre.encoder} depth {pre.encoder_depth}, {pre.height}x{pre.width}, batch "
-        f"{pre.batch_size}); the SparK/dense step ratio is benchmarks/bench_spark.py's"
-    )
-    print(f"wall time {time.perf_counter() - start:.0f} s; load average at end {load()}")
-    if args.json:
-        report = {
-            "profile": profile.name,
-            "seeds": args.seeds,
-            "rows": rows,
-            "verdicts": verdicts,
-            "pretrain_images_per_s": speed,
-            "runs": {str(r.run_dir): r.metrics for r in runs},
-        }
-        with open(args.json, "w") as f:
-            f.write(to_json(report))
+    study = FULL.get(profile.name, FULL["cpu"])
+    print(f"profile {profile.name}; study {study}")
+    start = time.monotonic()
+    runs = run_study(profile, study=study, progress=False)
+    seconds = time.monotonic() - start
+    print(format_study_table(summarize(runs)))
+    found = verdicts(runs, study)
+    for v in found:
+        print("-", v["summary"])
+    data = course_data(profile)
+    record = results_record(runs, profile, study, {"commit": commit(), "wall_s": round(seconds)})
+    record["pretraining"] = pretraining_curves(profile, data, study)
+    record["verdicts"] = found
+    matched = study_dir(profile, data) / "compute_match.json"
+    record["compute_match"] = json.loads(matched.read_text()) if matched.is_file() else None
+    print(f"wrote {write_results(args.out, record)} after {seconds / 60:.1f} min")
 
 
 if __name__ == "__main__":

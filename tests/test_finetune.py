@@ -1,5 +1,6 @@
 """Fine-tuning on a tiny rooms set (quick profile): learning, label subsets, exact resume, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from depthlib.jobs.finetune import (
     label_subset,
     prepare_train_data,
     subset_passes,
+    validation_carve,
 )
 from depthlib.profiles import get_profile
 from depthlib.train.batches import EpochBatchSampler
@@ -25,9 +27,10 @@ QUICK = get_profile("quick")
 
 @pytest.fixture(scope="module")
 def rooms(tmp_path_factory):
-    """40 rooms of 48x64 (the quick profile's size): 24 train (3 batches of 8), 16 test."""
+    """43 rooms of 48x64 (the quick profile's size): 27 train, of which 3 (10 %) are held out for
+    validation and 24 train (3 batches of 8), and 16 test."""
     path = tmp_path_factory.mktemp("data") / "rooms.mat"
-    return synthesize(path, n=40, size=(48, 64), seed=3, n_train=24, progress=False, workers=1)
+    return synthesize(path, n=43, size=(48, 64), seed=3, n_train=27, progress=False, workers=1)
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +68,7 @@ def test_tiny_finetune_lowers_the_loss_and_validates(rooms, tmp_path):
 
 def test_default_run_folder_and_final_evaluation(rooms, tmp_path):
     result = finetune(rooms, "quick", epochs=1, progress=False)
-    assert result.run_dir == tmp_path / "runs" / "finetune-resnet18-quick"
+    assert result.run_dir == tmp_path / "runs" / f"finetune-{QUICK.finetune.encoder}-quick"
     rows = result.evaluation["rows"]
     assert set(rows) == {"model", "train mean depth map", "train median depth"}
     assert rows["model"]["n_images"] == 16  # the whole test split, not the validation subset
@@ -123,7 +126,8 @@ def test_subset_is_repeated_to_the_full_epoch_with_fresh_augmentation(rooms):
     assert subset_passes(795, 80) == 10 and subset_passes(795, 795) == 1
     assert subset_passes(795, 500) == 2 and subset_passes(10, 0) == 10
     source = open_depth_dataset(rooms, "train")
-    data = prepare_train_data(source, QUICK.finetune, 0.25, seed=0)
+    quarter = dataclasses.replace(QUICK.finetune, label_fraction=0.25)
+    data = prepare_train_data(source, quarter, np.arange(24), seed=0)
     assert len(data) == 24  # 6 labelled images x 4 passes
     first, copy = data.batch([0]), data.batch([6])
     assert torch.equal(data.tensors["rgb"][0], data.tensors["rgb"][6])
@@ -141,6 +145,22 @@ def test_too_few_labels_for_one_batch_says_what_to_do(rooms, tmp_path):
         run(rooms, tmp_path / "x", batch_size=32)  # the train split holds 24 images
 
 
+def test_validation_is_carved_from_train_and_never_touches_test(rooms, tmp_path):
+    train, held = validation_carve(27, 0.1)
+    assert len(held) == 3 and len(train) == 24 and not set(train) & set(held)
+    assert np.array_equal(held, validation_carve(27, 0.1)[1])  # one carve, whatever the seed
+    assert validation_carve(27, 0.0)[1].size == 0
+    with pytest.raises(ConfigError, match="val_fraction"):
+        validation_carve(27, 1.0)
+    result = run(rooms, tmp_path / "v", epochs=1)
+    config = load_checkpoint(result.run_dir).meta["run_config"]
+    assert config["n_val"] == 3 and "train split" in config["validation"]
+    source = open_depth_dataset(rooms, "train")
+    held_files = {int(source.indices[p]) for p in held}
+    test_files = set(open_depth_dataset(rooms, "test").indices.tolist())
+    assert held_files and not held_files & test_files
+
+
 def test_validation_subset_is_evenly_spaced_and_stable():
     assert evenly_spaced(10, None).tolist() == list(range(10))
     assert evenly_spaced(10, 4).tolist() == [0, 3, 6, 9]
@@ -149,7 +169,7 @@ def test_validation_subset_is_evenly_spaced_and_stable():
 
 def test_preloaded_batches_follow_seed_and_epoch_and_skip(rooms):
     source = open_depth_dataset(rooms, "train")
-    data = prepare_train_data(source, QUICK.finetune, 1.0, seed=0)
+    data = prepare_train_data(source, QUICK.finetune, np.arange(24), seed=0)
     assert isinstance(data, DepthDataset) and data.tensors["rgb"].shape[-2:] == (32, 64)
     loader = depth_batches(data, 8, seed=0)
     loader.set_epoch(1)
@@ -172,13 +192,15 @@ def test_unknown_setting_and_off_stride_size_are_refused(rooms, tmp_path):
 
 
 def test_encoder_weights_of_another_encoder_fail_clearly(rooms, tmp_path):
-    from depthlib.depth.unetpp import DepthUNetPlusPlus, save_encoder_weights
+    from depthlib.depth.encoders import save_encoder_weights
+    from depthlib.depth.unetpp import DepthUNetPlusPlus
 
     path = save_encoder_weights(
         DepthUNetPlusPlus("resnet34", decoder_channels=(8,) * 5), tmp_path / "r34.safetensors"
     )
-    with pytest.raises(CheckpointError, match="resnet34 encoder but the model uses resnet18"):
-        run(rooms, tmp_path / "w", encoder_weights=path)
+    match = f"resnet34 encoder but the model uses {QUICK.finetune.encoder}"
+    with pytest.raises(CheckpointError, match=match):
+        run(rooms, tmp_path / "w", encoder_weights=str(path))
 
 
 def test_used_run_folder_without_resume_is_refused(rooms, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "depthlib"
-BASE = ("depthlib.errors", "depthlib.atomic", "depthlib.profiles")
+BASE = ("depthlib.errors", "depthlib.atomic", "depthlib.profiles", "depthlib.progress")
 
 # What each part may import besides itself. "top" (cli, __init__, __main__) may import anything.
 ALLOWED = {

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from depthlib.depth.boundaries import boundary_errors, depth_edges
 from depthlib.depth.metrics import (
     METRIC_NAMES,
     MeanDepthBaseline,
@@ -190,3 +191,50 @@ def test_format_table():
     assert "| mean-depth baseline | 0.400 | – | – | 0.377 |" in text
     assert "650 (4 skipped)" in text
     assert "higher is better" in text and "lower is better" in text
+
+
+# ------------------------------------------------------------------ depth boundary errors
+
+
+def _step(width=64, at=32, near=2.0, far=4.0):
+    depth = np.full((48, width), far)
+    depth[:, :at] = near
+    return depth
+
+
+def test_depth_edges_mark_the_near_side_of_a_jump_only():
+    edges = depth_edges(_step())
+    assert edges.sum() == 48 and edges[:, 31].all()  # one pixel wide, on the near (2 m) side
+    assert not depth_edges(_step(near=3.9)).any()  # a 2.6 % step is no occlusion at jump 0.1
+    valid = np.ones((48, 64), bool)
+    valid[:, 32] = False  # a hole next to the step: no edge across it
+    assert not depth_edges(_step(), valid).any()
+
+
+def test_boundary_errors_find_a_step_miss_a_flat_map_and_measure_a_shift():
+    gt = _step(width=640, at=320)
+    edges = depth_edges(gt)
+    found = boundary_errors(gt, edges)
+    assert found["dbe_acc"] <= 1.0 and found["dbe_comp"] <= 1.0
+    flat = boundary_errors(np.full_like(gt, 3.0), edges)
+    assert flat == {"dbe_acc": 10.0, "dbe_comp": 10.0}  # no edge: the truncation θ
+    shifted = boundary_errors(_step(width=640, at=326), edges)  # the edge 6 px to the right
+    assert 5.5 <= shifted["dbe_acc"] <= 6.5 and 5.5 <= shifted["dbe_comp"] <= 6.5
+    far = boundary_errors(_step(width=640, at=360), edges)  # 40 px away: outside θ
+    assert far["dbe_acc"] == 10.0 and far["dbe_comp"] == 10.0
+    assert np.isnan(boundary_errors(gt, np.zeros_like(edges))["dbe_acc"])
+
+
+def test_accumulator_reports_boundary_errors_only_when_asked():
+    gt, pred = _step(width=640, at=320), _step(width=640, at=324)
+    plain = MetricAccumulator()
+    plain.update(pred[None], gt[None])
+    assert "dbe_acc" not in plain.compute()
+    acc = MetricAccumulator(boundaries=True)
+    acc.update(pred[None], gt[None])
+    acc.update(gt[None], gt[None])
+    out = acc.compute()
+    shifted, exact = (m["dbe_acc"] for m in acc.per_image)
+    assert 3.5 <= shifted <= 4.5 and exact <= 1.0
+    assert out["dbe_acc"] == pytest.approx((shifted + exact) / 2)
+    assert "DBE acc" in format_table({"model": out})

@@ -12,11 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import depthlib.depth.unetpp as models
 from depthlib.data.transforms import normalize
-from depthlib.depth.unetpp import (
-    DepthUNetPlusPlus,
-    load_encoder_weights,
-    save_encoder_weights,
-)
+from depthlib.depth.encoders import load_encoder_weights, save_encoder_weights
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import CheckpointError, ConfigError, DataError
 
 TINY = {"decoder_channels": (16, 16, 8, 8, 8), "min_depth": 0.5, "max_depth": 8.0}
@@ -221,7 +218,8 @@ def test_imagenet_weights_offline_fail_fast(monkeypatch):
         DepthUNetPlusPlus(**TINY, encoder_weights="imagenet")
     msg = str(err.value)
     assert "need network access" in msg
-    assert "--encoder-weights FILE" in msg and "encoder_weights=None" in msg
+    assert "--encoder-weights FILE" in msg and "random" in msg
+    assert "tu-efficientnet_lite0 (installed)" in msg  # what works offline instead
 
 
 def test_imagenet_weights_without_network_fail_fast(monkeypatch):

@@ -206,7 +206,8 @@ def test_pretrain_logs_checkpoints_and_reconstructions(tmp_path):
     assert meta["model"]["config"]["decoder_width"] == 16
     assert meta["run_config"]["n_images"] == 8 and meta["config"]["weight_decay_end"] == 0.2
     rebuilt = load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0002").build_model()
-    assert torch.equal(rebuilt.encoder.conv1.weight, result.model.encoder.conv1.weight)
+    stem = rebuilt.encoder.model.conv_stem.weight  # the quick profile's EfficientNet-Lite0
+    assert torch.equal(stem, result.model.encoder.model.conv_stem.weight)
     assert result.encoder_path == tmp_path / "run" / "encoder.safetensors"
 
 

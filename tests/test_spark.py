@@ -8,7 +8,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from depthlib.depth.unetpp import DepthUNetPlusPlus, load_encoder_weights
+from depthlib.depth.encoders import drop_unused_stages, load_encoder_weights
+from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
 from depthlib.spark.masks import kept_patch_count, upsample_mask
 from depthlib.spark.model import SparK, masked_patch_loss, normalize_patches
@@ -181,10 +182,11 @@ def test_export_has_smp_keys_and_loads_strictly_into_unetplusplus(tmp_path, mode
     net = smp.UnetPlusPlus(
         encoder_name="resnet18", encoder_weights=None, encoder_depth=4, decoder_channels=(16,) * 4
     )
+    assert drop_unused_stages(net.encoder, 4) == ("layer4.",)  # smp builds layer4 it never runs
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
         assert f.metadata()["encoder"] == "resnet18"
-    assert keys == set(net.encoder.state_dict())
+    assert keys == set(net.encoder.state_dict()) and not any(k.startswith("layer4") for k in keys)
     report = load_encoder_weights(net.encoder, path, strict=True)
     assert report.ok and not report.missing and not report.unexpected
     ours = trained.encoder.state_dict()

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
+from depthlib.course.statistics import bootstrap_ci
 from depthlib.data.pools import UNLABELLED_SEED_OFFSET
 from depthlib.data.rooms.scene import RoomKnobs
 from depthlib.depth.metrics import MeanDepthBaseline, MetricAccumulator
@@ -42,7 +43,7 @@ __all__ = [
     "Claim",
     "claim_verdict",
     "knob_sweep",
-    "prediction_triptychs",
+    "prediction_rows",
     "results_rows",
     "rows_by_model",
     "sweep_rooms_for_profile",
@@ -306,10 +307,7 @@ def claim_verdict(
     if n < 2:
         out |= {"verdict": "inconclusive", "sentence": f"inconclusive: only {n} paired room(s)."}
         return out
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, n, size=(int(n_boot), n))].mean(1)
-    alpha = (1 - confidence) / 2
-    lo, hi = (float(v) for v in np.quantile(boots, [alpha, 1 - alpha]))
+    _, lo, hi = bootstrap_ci(d, confidence, n_boot, seed)
     mean_ref, mean_stress = float(ref.mean()), float(stress.mean())
     material = min_effect * abs(mean_ref)
     effect = float(d.mean())
@@ -332,8 +330,7 @@ def claim_verdict(
     why = {
         "confirmed": "CI above 0 and the change at least the material size",
         "refuted": "a worsening of the material size or more lies outside the CI",
-        "inconclusive": "the CI neither excludes 0 nor the material size",
-    }[verdict]
+    }.get(verdict) or _inconclusive_reason(lo, hi, material)
     out["sentence"] = (
         f"{verdict} ({why}): {label} {mean_ref:.3f} at {c.knob}={c.reference:g} vs "
         f"{mean_stress:.3f} at {c.knob}={c.stress:g} ({_percent(out['relative_change'])}); "
@@ -344,39 +341,40 @@ def claim_verdict(
     return out
 
 
+def _inconclusive_reason(lo: float, hi: float, material: float) -> str:
+    """What an interval that decides nothing does include (it always includes the material size)."""
+    if lo > 0:
+        return "the CI excludes 0 (a worsening is detected) but includes the material size"
+    return "the CI includes both 0 and the material size"
+
+
 def _percent(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:+.0%}"
 
 
-def prediction_triptychs(
-    model, source, indices: Sequence[int], input_size=None, label: str | None = None
-) -> list[dict]:
-    """Per image: ``index``, ``rgb``, ``depth`` (GT), ``valid``, ``pred`` at GT size, ``abs_rel``
-    (the protocol's, from :mod:`depthlib.depth.metrics`) and ``label`` (e.g. the model's name).
+def prediction_rows(models: Mapping, source, indices: Sequence[int]) -> list[dict]:
+    """One row per test image for Figures 5-6: ``index``, ``rgb``, ``depth`` (GT), ``valid`` and
+    ``predictions`` = {model name: (depth map at GT size, the image's AbsRel)}.
 
-    ``source``: a reader such as ``open_depth_dataset(rooms_file, "test")``; ``model``: a model,
-    run folder or :class:`Predictor` (``input_size`` default: the run's training size).
+    ``models``: name -> model, run folder or :class:`Predictor` (each sees its training size);
+    ``source``: a reader such as ``open_depth_dataset(rooms_file, "test")``.
     """
-    predict = model if isinstance(model, Predictor) else Predictor(model, input_size or "train")
-    out = []
-    acc = MetricAccumulator()
+    predictors = {
+        name: m if isinstance(m, Predictor) else Predictor(m) for name, m in models.items()
+    }
+    rows = []
     for i in indices:
         sample = source[int(i)]
-        pred = predict([sample["rgb"]])[0]
-        acc.update(pred[None], sample["depth"][None], sample["valid"][None])
-        m = acc.per_image[-1]
-        out.append(
-            {
-                "index": int(sample["index"]),
-                "rgb": sample["rgb"],
-                "depth": sample["depth"],
-                "valid": sample["valid"],
-                "pred": pred,
-                "abs_rel": math.nan if m is None else m["abs_rel"],
-                "label": label,
-            }
-        )
-    return out
+        row = {k: sample[k] for k in ("rgb", "depth", "valid")} | {"index": int(sample["index"])}
+        row["predictions"] = {}
+        for name, predict in predictors.items():
+            pred = predict([sample["rgb"]])[0]
+            acc = MetricAccumulator()
+            acc.update(pred[None], sample["depth"][None], sample["valid"][None])
+            m = acc.per_image[-1]
+            row["predictions"][name] = (pred, math.nan if m is None else m["abs_rel"])
+        rows.append(row)
+    return rows
 
 
 def results_rows(runs: Mapping[str, str | os.PathLike], baseline_run: str | None = None) -> dict:

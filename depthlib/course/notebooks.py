@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,6 +102,7 @@ def execute_notebook(
     and the cell; the partly executed copy is kept in ``out`` for reading.
     """
     try:
+        from jupyter_client import KernelManager
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError
     except ImportError:
@@ -120,15 +122,19 @@ def execute_notebook(
         if same and previous.get("complete") and all((figures / f).is_file() for f in written):
             return {"seconds": 0.0, "figures": written, "skipped": True}
     before = _figure_stamps(figures)
+    sockets = tempfile.TemporaryDirectory(prefix="depthlib-kernel-")
+    # IPC sockets in a private folder: local only, and no "running over TCP without encryption"
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets.name, "ipc")))
     client = NotebookClient(
         notebook,
+        km=km,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
     error = None
-    with _environment(dict(env or {})):
+    with sockets, _environment(dict(env or {})):
         try:
             client.execute()
         except CellExecutionError as err:

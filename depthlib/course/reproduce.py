@@ -1,7 +1,7 @@
 """``depthlib reproduce``: the course's main job as a list of cached stages.
 
-rooms dataset -> SparK pretraining -> fine-tuning (scratch and SparK-init, the experiment's
-label fractions and seeds) -> notebooks 00-05 executed (every figure of the course) ->
+rooms dataset -> pretraining (the lean study's pretrained arms) -> fine-tuning (the lean study:
+its arms, label fractions and seeds) -> notebooks 00-05 executed (every figure of the course) ->
 ``figures/RESULTS.md`` with the measured tables. Each stage caches its outputs (the rooms file,
 run folders, executed notebooks), so a second run skips what is done. The time spent in each
 stage is printed, because the cpu profile has a budget (15 minutes on 2 cores).
@@ -45,24 +45,28 @@ def _rooms(profile: Profile, state: dict) -> str:
 
 
 def _pretrain(profile: Profile, state: dict) -> str:
-    from depthlib.course.experiment import spark_encoder
+    from depthlib.course.study import ARMS, pretrained_encoder
 
-    path = spark_encoder(profile, state["data"])
-    return f"SparK encoder: {path}"
+    st = profile.study
+    arms = [a for a in st.arms if "pretrain" in ARMS[a]]
+    seeds = sorted({st.pretrain_seeds[s % len(st.pretrain_seeds)] for s in st.seeds})
+    paths = [pretrained_encoder(profile, state["data"], a, p) for a in arms for p in seeds]
+    return "pretrained encoders: " + ", ".join(_shown(p) for p in paths)
 
 
 def _finetune(profile: Profile, state: dict) -> str:
-    from depthlib.course.experiment import format_transfer_table, summarize_transfer, transfer_runs
+    from depthlib.course.statistics import format_study_table, summarize
+    from depthlib.course.study import run_study
 
-    state["runs"] = transfer_runs(profile, state["data"])
-    return format_transfer_table(summarize_transfer(state["runs"]))
+    state["runs"] = run_study(profile, state["data"])
+    return format_study_table(summarize(state["runs"]))
 
 
 def _notebooks(profile: Profile, state: dict) -> str:
-    from depthlib.course.experiment import experiment_dir
     from depthlib.course.notebooks import run_notebooks
+    from depthlib.course.study import study_dir
 
-    inputs = f"{profile.name}:{experiment_dir(profile, state['data']).name}"
+    inputs = f"{profile.name}:{study_dir(profile, state['data']).name}"
     env = {DATASET_ENV: str(state["data"])}
     results = run_notebooks(profile.name, inputs=inputs, env=env, update=state["update"])
     state["notebooks"] = results
@@ -71,19 +75,18 @@ def _notebooks(profile: Profile, state: dict) -> str:
 
 
 def _results(profile: Profile, state: dict) -> str:
-    from depthlib.course.experiment import transfer_runs
+    from depthlib.course.study import run_study
     from depthlib.profiles import figures_dir
 
-    # every finished seed (the benchmark adds seeds to the ones reproduce runs)
-    runs = transfer_runs(profile, state["data"], include_finished=True, progress=False)
+    runs = run_study(profile, state["data"], progress=False)  # the lean study: all finished
     text = results_markdown(profile, runs, state["timings"], state["data"])
     path = atomic_write_text(figures_dir() / RESULTS_FILE, text)
-    return f"wrote {path}"
+    return f"wrote {_shown(path)}"
 
 
 STAGES: list[Stage] = [
     Stage("rooms dataset", _rooms),
-    Stage("SparK pretraining", _pretrain),
+    Stage("pretraining", _pretrain),
     Stage("fine-tuning", _finetune),
     Stage("notebooks", _notebooks),
     Stage("results", _results),
@@ -106,34 +109,35 @@ def _shown(path) -> str:
 
 
 def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
-    """``RESULTS.md``: the experiment table, each course model's protocol table with the
-    baselines, the verdict in the low-label regime, the machine and the time per stage."""
-    from depthlib.course.experiment import (
-        format_transfer_table,
-        summarize_transfer,
-        transfer_verdict,
-    )
+    """``RESULTS.md``: the lean study's table and paired verdicts, each course model's protocol
+    table beside the baselines, the machine and the time per stage."""
+    from depthlib.course.statistics import format_study_table, paired_verdict, summarize
 
-    rows = summarize_transfer(runs)
     lines = [
         f"# Results — profile `{profile.name}`",
         "",
         f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{_shown(data)}`.",
         f"Machine: {_machine()}.",
         "",
-        "## Scratch vs SparK-initialised UNet++ (test split, mean ± std over seeds)",
+        "## Initialisations of the same UNet++ (test split, mean ± std over seeds)",
         "",
-        format_transfer_table(rows),
+        f"The lean study of the profile: {profile.study.epochs} fine-tune epochs, seeds "
+        f"{list(profile.study.seeds)}. The full study (more arms and seeds, a budget sweep, "
+        "compute-matched scratch, bootstrap intervals) is `benchmarks/bench_transfer.py`'s, "
+        "committed in `benchmarks/results/transfer_study.json`.",
+        "",
+        format_study_table(summarize(runs)),
         "",
     ]
-    for fraction in sorted({r["label_fraction"] for r in rows}):
-        try:
-            lines.append(f"- {transfer_verdict(rows, fraction)['summary']}")
-        except ConfigError:
-            continue
-    lines += ["", "## Each model beside the baselines (first seed, all metrics)", ""]
+    for fraction in profile.study.label_fractions:
+        for arm in profile.study.arms:
+            if arm != "scratch":
+                verdict = paired_verdict(runs, arm, label_fraction=fraction)
+                lines.append(f"- {verdict['summary']}")
+    lines += ["", "## Each model beside the baselines (first seed, all labels, all metrics)", ""]
+    first = min(r.seed for r in runs)
     for run in runs:
-        if run.label_fraction == 1.0 and run.seed == min(r.seed for r in runs):
+        if run.label_fraction == 1.0 and run.seed == first:
             lines += [f"### {run.label}", "", run.evaluation["table"], ""]
     if timings:
         lines += [

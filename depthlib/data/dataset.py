@@ -22,13 +22,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from depthlib.data.folders import BTSFolder, DenseDepthFolder
+from depthlib.data.folders import BTSFolder, DenseDepthFolder, find_test_list
 from depthlib.data.nyu import LABELED_FILENAME, NYULabeled
 from depthlib.data.sample import DATA_SOURCES_HINT
 from depthlib.data.transforms import Augment, normalize, normalize_hwc, resize
 from depthlib.errors import ConfigError, DataError
 
-__all__ = ["MAX_PRELOAD_BYTES", "DepthDataset", "evenly_spaced", "open_depth_dataset"]
+__all__ = [
+    "MAX_PRELOAD_BYTES",
+    "DepthDataset",
+    "evenly_spaced",
+    "open_depth_dataset",
+    "open_splits",
+    "stream_size",
+]
 
 # Largest preload (bytes) a job makes without being asked: well inside a 24 GiB laptop, and it
 # refuses full-resolution NYU (1449 x 480 x 640 x 8 bytes = 3.6 GB) only when it would not fit.
@@ -70,6 +77,32 @@ def open_depth_dataset(path: str | os.PathLike, split: str = "train", **kwargs):
         f"Cannot tell what kind of dataset {path} is: expected a labeled .mat/.h5 (HDF5), a "
         "DenseDepth .csv or a BTS .txt list."
     )
+
+
+def open_splits(data: str | os.PathLike, test_data: str | os.PathLike | None = None):
+    """``(train reader, test reader)``: a labelled file's two splits, or a folder export's train
+    list with its test list (``test_data``, else the one the export ships beside it)."""
+    train = open_depth_dataset(data, "train")
+    if test_data is not None:
+        return train, open_depth_dataset(test_data, "test")
+    if isinstance(train, NYULabeled):
+        return train, open_depth_dataset(data, "test")
+    found = find_test_list(data)
+    if found is None:
+        raise DataError(
+            f"{data} is one split of a folder export; pass its test list as well (--test-data: "
+            "DenseDepth's nyu2_test.csv, BTS's nyudepthv2_test_files_with_gt.txt), or put it "
+            "beside the train list under the same name with 'test' for 'train'."
+        )
+    return train, open_depth_dataset(found, "test")
+
+
+def stream_size(image_size: Sequence[int], size: Sequence[int], margin: float = 0.1) -> tuple:
+    """What a streamed sample is resized to before its random crop at the training ``size``: the
+    smallest scale that covers ``size``, ``margin`` larger, never above the image's own size."""
+    (h, w), (th, tw) = image_size, size
+    scale = min(1.0, max(th / h, tw / w) * (1 + margin))
+    return max(th, round(h * scale)), max(tw, round(w * scale))
 
 
 class DepthDataset(Dataset):

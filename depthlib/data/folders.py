@@ -1,10 +1,13 @@
-"""NYU Depth V2 as folder exports of PNG/JPG pairs: DenseDepth's CSV and BTS/AdaBins' list file.
+"""NYU Depth V2 as folder exports of image pairs: DenseDepth's CSVs and BTS/AdaBins' list files.
 
-Both store depth as 16-bit PNG in millimetres. DenseDepth's test export is hole-filled; BTS's
-``sync_depth_*.png`` keep raw holes as 0, which come out invalid. The numbers in the file names
-are 0-based labeled indices. Both readers check at construction that every listed file exists (a
-missing file found halfway through an epoch wastes the epoch) and return the same sample dict as
-``NYULabeled``; ``"index"`` is the row of the pair in the list file.
+These are the sets papers train on: BTS's "sync" export (about 24k pairs, ``rgb_*.jpg`` +
+``sync_depth_*.png`` in uint16 millimetres, 0 = hole) and DenseDepth's ``nyu_data.zip``
+(``data/nyu2_train.csv``: 50,688 pairs whose depth is **8-bit, value / 255 x 10 m**;
+``data/nyu2_test.csv``: the 654 test pairs in uint16 millimetres). The depth scale is chosen by the
+export's known layout (DenseDepth's train CSV) or an explicit ``depth_scale``, never guessed from
+a file's values; a PNG of the wrong bit depth for its scale is refused. Readers check at
+construction that every listed file exists (a missing file found halfway through an epoch wastes
+the epoch) and return the same sample dict as ``NYULabeled``; ``"index"`` is the row in the list.
 """
 
 from __future__ import annotations
@@ -18,13 +21,23 @@ from PIL import Image
 from depthlib.data.sample import DATA_SOURCES_HINT, make_sample
 from depthlib.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "BTSFolder", "DenseDepthFolder", "read_depth_png", "read_rgb"]
+__all__ = [
+    "DEPTH_SCALES",
+    "IMAGE_SUFFIXES",
+    "BTSFolder",
+    "DenseDepthFolder",
+    "find_test_list",
+    "read_depth_png",
+    "read_rgb",
+]
 
 # What the course reads as an image file (pretraining folders, predict inputs).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NYU_FOCAL = 518.8579  # fx of NYU's RGB camera at 640x480, the focal BTS lists carry
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+# depth scale -> (PNG bit depth it requires, metres per stored unit)
+DEPTH_SCALES = {"mm": (16, 1e-3), "densedepth-8bit": (8, 10.0 / 255.0)}
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -49,42 +62,46 @@ def read_rgb(path: Path) -> np.ndarray:
         ) from err
 
 
-def read_depth_png(path: Path) -> np.ndarray:
-    """A 16-bit greyscale millimetre PNG as float32 metres (0 stays 0, i.e. a hole).
-
-    Other bit depths are refused rather than guessed: an 8-bit depth PNG holds only 256 levels at
-    an export-specific scale, and reading it as millimetres would give depths of at most 0.255 m.
-    """
+def read_depth_png(path: Path, scale: str = "mm") -> np.ndarray:
+    """A greyscale depth PNG as float32 metres (0 stays 0, i.e. a hole), at the export's ``scale``:
+    "mm" (16-bit millimetres: BTS, DenseDepth's test set) or "densedepth-8bit" (8-bit, value /
+    255 x 10 m: DenseDepth's train set). A PNG of another bit depth than its scale's is refused,
+    not reinterpreted: an 8-bit map read as millimetres would end at 0.255 m."""
+    if scale not in DEPTH_SCALES:
+        raise DataError(f"depth_scale must be one of {', '.join(DEPTH_SCALES)}, got {scale!r}.")
     with open(path, "rb") as f:
         head = f.read(26)
+    bits_wanted, metres = DEPTH_SCALES[scale]
     if head[:8] != _PNG_MAGIC:
         raise DataError(
-            f"Depth map {path} is not a PNG file; expected a 16-bit greyscale PNG in millimetres."
+            f"Depth map {path} is not a PNG file; expected a {bits_wanted}-bit greyscale PNG."
         )
     bits, colour = head[24], head[25]
-    if bits != 16 or colour != 0:
+    if bits != bits_wanted or colour != 0:
         kind = _PNG_COLOUR.get(colour, f"colour type {colour}")
         raise DataError(
-            f"Depth map {path} is a {bits}-bit {kind} PNG; expected a 16-bit greyscale PNG of "
-            "millimetres (as DenseDepth's nyu2_test and BTS's sync_depth files are). Re-export "
-            "the depth as uint16 millimetres, or use the labeled .mat instead."
+            f"Depth map {path} is a {bits}-bit {kind} PNG, but this list's depth scale {scale!r} "
+            f"needs {bits_wanted}-bit greyscale (16-bit millimetres: BTS's sync_depth and "
+            "DenseDepth's nyu2_test files; 8-bit value/255 x 10 m: DenseDepth's nyu2_train "
+            "files). Pass the right depth_scale, or re-export the depth."
         )
     with Image.open(path) as img:
-        return np.asarray(img).astype(np.float32) / 1000.0
+        return np.asarray(img).astype(np.float32) * np.float32(metres)
 
 
 class _PairList:
     """Shared reading of (rgb path, depth path) rows; subclasses parse their list format."""
 
-    def __init__(self, list_path: Path, rgb_paths: list[Path], depth_paths: list[Path], names):
+    def __init__(self, list_path: Path, rgb_paths, depth_paths, names, depth_scale: str = "mm"):
         if not rgb_paths:
             raise DataError(f"{list_path} lists no image pairs. {DATA_SOURCES_HINT}")
         self.list_path = list_path
         self.rgb_paths = rgb_paths
         self.depth_paths = depth_paths
         self.names = list(names)
+        self.depth_scale = depth_scale
         self._image_size: tuple[int, int] | None = None
-        read_depth_png(depth_paths[0])  # refuse an 8-bit export now, not after the first epoch
+        read_depth_png(depth_paths[0], depth_scale)  # a wrong scale fails now, not in epoch 1
 
     @property
     def indices(self) -> np.ndarray:
@@ -106,11 +123,14 @@ class _PairList:
             raise IndexError(f"sample {i} out of range for {len(self)} samples")
         i = i % len(self)
         rgb = read_rgb(self.rgb_paths[i])
-        depth = read_depth_png(self.depth_paths[i])
+        depth = read_depth_png(self.depth_paths[i], self.depth_scale)
         return make_sample(rgb, depth, i, self.names[i])
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.list_path)!r}: {len(self)} pairs)"
+        return (
+            f"{type(self).__name__}({str(self.list_path)!r}: {len(self)} pairs, depth "
+            f"{self.depth_scale})"
+        )
 
 
 def _check_list_file(path: Path, kind: str) -> Path:
@@ -130,13 +150,15 @@ def _report_missing(list_path: Path, missing: list[str], searched: list[Path]) -
 
 
 class DenseDepthFolder(_PairList):
-    """DenseDepth's export: a CSV of ``rgb.png,depth.png`` lines (e.g. nyu2_test.csv).
+    """DenseDepth's export: a CSV of ``rgb,depth`` lines (``nyu2_train.csv``, ``nyu2_test.csv``).
 
     Paths are relative to the CSV's folder or to its parent (DenseDepth's CSVs name files as
     ``data/nyu2_test/00000_colors.png``); each path is looked up in both, absolute paths as given.
+    ``depth_scale``: None = by the export's layout (its train CSV, rows in ``nyu2_train/``, holds
+    8-bit depth; everything else 16-bit millimetres), or one of :data:`DEPTH_SCALES`.
     """
 
-    def __init__(self, csv_path: str | os.PathLike):
+    def __init__(self, csv_path: str | os.PathLike, depth_scale: str | None = None):
         csv_path = _check_list_file(Path(csv_path), "DenseDepth CSV")
         bases = [csv_path.parent, csv_path.parent.parent]
         rgb_paths, depth_paths, names, missing = [], [], [], []
@@ -153,22 +175,33 @@ class DenseDepthFolder(_PairList):
             depth_paths.append(depth)
             names.append(str(Path(fields[0]).with_suffix("")))
         _report_missing(csv_path, missing, bases)
-        super().__init__(csv_path, rgb_paths, depth_paths, names)
+        if depth_scale is None:
+            train_layout = csv_path.name == "nyu2_train.csv" or "nyu2_train/" in str(
+                depth_paths[:1]
+            )
+            depth_scale = "densedepth-8bit" if train_layout else "mm"
+        super().__init__(csv_path, rgb_paths, depth_paths, names, depth_scale)
 
 
 class BTSFolder(_PairList):
     """BTS/AdaBins' export: a list file of ``rgb.jpg depth.png focal`` lines.
 
-    Paths are relative to ``data_root`` (default: the list file's folder); a leading ``/`` is
-    ignored, as BTS's own loader does. ``focals`` holds each row's focal length (NYU's fx when a
-    row has none).
+    Paths are relative to ``data_root``; by default they are looked up beside the list file and
+    in BTS's own folders there (``sync/`` for the train list, ``official_splits/test/`` for the
+    test list). A leading ``/`` is ignored, as BTS's own loader does. ``focals`` holds each row's
+    focal length (NYU's fx when a row has none). Depth is uint16 millimetres.
     """
 
     def __init__(self, list_path: str | os.PathLike, data_root: str | os.PathLike | None = None):
         list_path = _check_list_file(Path(list_path), "BTS list file")
-        root = Path(data_root) if data_root is not None else list_path.parent
-        if not root.is_dir():
-            raise DataError(f"data_root {root} is not a folder; pass the folder the list is for.")
+        here = list_path.parent
+        roots = [Path(data_root)] if data_root is not None else [
+            here, here / "sync", here / "official_splits" / "test"
+        ]  # fmt: skip
+        if data_root is not None and not roots[0].is_dir():
+            raise DataError(
+                f"data_root {roots[0]} is not a folder; pass the folder the list is for."
+            )
         rgb_paths, depth_paths, names, focals, missing = [], [], [], [], []
         for number, line in enumerate(list_path.read_text().splitlines(), start=1):
             fields = line.split()
@@ -185,12 +218,12 @@ class BTSFolder(_PairList):
                 raise DataError(
                     f"{list_path}, line {number}: focal {fields[2]!r} is not a number."
                 ) from None
-            rgb, depth = (_resolve(field.lstrip("/"), [root], missing) for field in fields[:2])
+            rgb, depth = (_resolve(field.lstrip("/"), roots, missing) for field in fields[:2])
             rgb_paths.append(rgb)
             depth_paths.append(depth)
             names.append(str(Path(fields[0].lstrip("/")).with_suffix("")))
-        _report_missing(list_path, missing, [root])
-        self.data_root = root
+        _report_missing(list_path, missing, roots)
+        self.data_root = roots[0]
         self.focals = np.asarray(focals, dtype=np.float32)
         super().__init__(list_path, rgb_paths, depth_paths, names)
 
@@ -203,3 +236,13 @@ def _resolve(field: str, bases: list[Path], missing: list[str]) -> Path:
             return candidate
     missing.append(field)
     return candidates[0]
+
+
+def find_test_list(train_list: str | os.PathLike) -> Path | None:
+    """The test list a training export ships beside its train list (``nyu2_train.csv`` ->
+    ``nyu2_test.csv``, ``nyudepthv2_train_files_with_gt.txt`` -> ``..._test_...``), or None."""
+    path = Path(train_list)
+    if "train" not in path.name:
+        return None
+    candidate = path.with_name(path.name.replace("train", "test"))
+    return candidate if candidate.is_file() else None

@@ -14,38 +14,83 @@ import numpy as np
 from depthlib.data.dataset import evenly_spaced
 from depthlib.data.nyu import NYULabeled, find_splits_file, read_extras, read_splits
 from depthlib.data.rooms import GENERATOR
-from depthlib.errors import ConfigError
+from depthlib.errors import ConfigError, DataError
 
 __all__ = ["format_summary", "summarize"]
 
 
+def _depth_stats(reader, picked) -> tuple[np.ndarray, int, int]:
+    """Valid depths, hole pixels and all pixels over ``picked`` samples of a reader."""
+    values, holes, pixels = [], 0, 0
+    for i in picked:
+        s = reader[int(i)]
+        values.append(s["depth"][s["valid"]])
+        holes += int((~s["valid"]).sum())
+        pixels += s["valid"].size
+    return (np.concatenate(values) if values else np.zeros(0, np.float32)), holes, pixels
+
+
+def _depth_fields(depth: np.ndarray, holes: int, pixels: int, measured: int) -> dict:
+    nan = float("nan")
+    return {
+        "images_measured": measured,
+        "depth_min": float(depth.min()) if depth.size else nan,
+        "depth_median": float(np.median(depth)) if depth.size else nan,
+        "depth_max": float(depth.max()) if depth.size else nan,
+        "raw_hole_fraction": holes / pixels if pixels else nan,
+    }
+
+
+def summarize_export(path: str | os.PathLike, max_images: int = 200) -> dict:
+    """Pairs, image size, depth scale, depth range and holes of a folder export's list file
+    (DenseDepth CSV, BTS list), and the test list found beside a train list."""
+    from depthlib.data.dataset import open_depth_dataset
+    from depthlib.data.folders import find_test_list
+
+    reader = open_depth_dataset(path)
+    picked = evenly_spaced(len(reader), max_images)
+    h, w = reader.image_size
+    test = find_test_list(path)
+    return {
+        "path": str(path),
+        "kind": type(reader).__name__,
+        "n_pairs": len(reader),
+        "height": h,
+        "width": w,
+        "depth_scale": reader.depth_scale,
+        "test_list": str(test) if test else None,
+        **_depth_fields(*_depth_stats(reader, picked), len(picked)),
+    }
+
+
 def summarize(path: str | os.PathLike, max_images: int = 200) -> dict:
-    """Counts, split sizes, image size, depth range and knob ranges of a labeled-layout file.
+    """Counts, split sizes, image size, depth range and knob ranges of a labeled-layout file (or,
+    for a folder export's list file, :func:`summarize_export`).
 
     Works for real NYU files too (they have no knobs). Depth statistics use at most
     ``max_images`` evenly spaced images (every pixel of each), so a 2.8 GB file stays quick.
+    A split file that does not fit the images is reported as a warning: the rest still prints.
     """
     if max_images < 1:
         raise ConfigError(f"max_images must be at least 1, got {max_images}.")
+    if Path(path).suffix.lower() in (".csv", ".txt"):
+        return summarize_export(path, max_images)
     filled = NYULabeled(path, split="all")
     raw = NYULabeled(path, split="all", depth="raw")
     n = len(filled)
     picked = evenly_spaced(n, max_images) if n else []
-    values, holes, pixels = [], 0, 0
-    for i in picked:
-        s = filled[i]
-        values.append(s["depth"][s["valid"]])
-        r = raw[i]
-        holes += int((~r["valid"]).sum())
-        pixels += r["valid"].size
+    depth = _depth_stats(filled, picked)[0]
+    _, holes, pixels = _depth_stats(raw, picked)
     filled.close()
     raw.close()
-    depth = np.concatenate(values) if values else np.zeros(0, np.float32)
     splits = find_splits_file(path)
-    train = test = None
+    train = test = warning = None
     if splits is not None:
-        tr, te = read_splits(splits, n)
-        train, test = len(tr), len(te)
+        try:
+            tr, te = read_splits(splits, n)
+            train, test = len(tr), len(te)
+        except DataError as err:
+            warning = str(err)
     extras, attrs = read_extras(path)
     knobs = {
         key: {"min": float(np.min(v)), "mean": float(np.mean(v)), "max": float(np.max(v))}
@@ -60,11 +105,8 @@ def summarize(path: str | os.PathLike, max_images: int = 200) -> dict:
         "splits_file": str(splits) if splits else None,
         "n_train": train,
         "n_test": test,
-        "images_measured": len(picked),
-        "depth_min": float(depth.min()) if depth.size else float("nan"),
-        "depth_median": float(np.median(depth)) if depth.size else float("nan"),
-        "depth_max": float(depth.max()) if depth.size else float("nan"),
-        "raw_hole_fraction": holes / pixels if pixels else float("nan"),
+        "split_warning": warning,
+        **_depth_fields(depth, holes, pixels, len(picked)),
         "knobs": knobs,
         "attrs": attrs,
     }
@@ -73,16 +115,31 @@ def summarize(path: str | os.PathLike, max_images: int = 200) -> dict:
 def format_summary(summary: dict) -> str:
     """A few readable lines for ``depthlib info`` and the end of ``depthlib synth``."""
     s = summary
-    split = (
-        f"train {s['n_train']}, test {s['n_test']} ({Path(s['splits_file']).name})"
-        if s["splits_file"]
-        else "no split file beside it"
-    )
-    lines = [
-        f"{s['path']}: {s['n_images']} images of {s['height']}x{s['width']} (HxW); {split}",
+    depth = (
         f"depth over valid pixels of {s['images_measured']} images: min {s['depth_min']:.3f} m, "
         f"median {s['depth_median']:.3f} m, max {s['depth_max']:.3f} m; "
-        f"raw-depth holes {100 * s['raw_hole_fraction']:.1f}% of pixels",
+        f"{'raw-depth ' if 'n_images' in s else ''}holes {100 * s['raw_hole_fraction']:.1f}% of pixels"
+    )
+    if "n_pairs" in s:  # a folder export
+        test = (
+            f"test list beside it: {Path(s['test_list']).name}"
+            if s["test_list"]
+            else "no test list beside it"
+        )
+        head = (
+            f"{s['path']}: {s['kind']} list of {s['n_pairs']} pairs of {s['height']}x{s['width']} "
+            f"(HxW), depth scale {s['depth_scale']}; {test}"
+        )
+        return head + "\n" + depth
+    if s["split_warning"]:
+        split = f"split file problem: {s['split_warning']}"
+    elif s["splits_file"]:
+        split = f"train {s['n_train']}, test {s['n_test']} ({Path(s['splits_file']).name})"
+    else:
+        split = "no split file beside it"
+    lines = [
+        f"{s['path']}: {s['n_images']} images of {s['height']}x{s['width']} (HxW); {split}",
+        depth,
     ]
     if s["attrs"].get("generator") == GENERATOR:
         a = s["attrs"]

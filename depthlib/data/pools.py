@@ -25,16 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from depthlib.data.dataset import MAX_PRELOAD_BYTES
 from depthlib.data.folders import IMAGE_SUFFIXES, read_rgb
 from depthlib.data.transforms import resize_rgb
 from depthlib.errors import ConfigError, DataError
+from depthlib.progress import progress_bar
 
 __all__ = [
     "UNLABELLED_SEED_OFFSET",
     "ImagePool",
+    "StreamedImages",
     "fit_to_size",
     "folder_pool",
     "labeled_pool",
@@ -48,20 +50,53 @@ UNLABELLED_SEED_OFFSET = 1_000_003
 
 @dataclass
 class ImagePool:
-    """Preloaded unlabelled images: ``images`` uint8 (N, 3, H, W); ``source`` says where from;
-    ``skipped`` lists unreadable files left out; ``available`` = images the source offered."""
+    """Unlabelled images: ``images`` uint8 (N, 3, H, W) preloaded, or None when the pool is
+    streamed from ``files`` (too large to preload); ``source`` says where from; ``skipped``
+    lists unreadable files left out; ``available`` = images the source offered."""
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     source: str
     available: int
     skipped: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.images is not None:
+            self.size = (int(self.images.shape[-2]), int(self.images.shape[-1]))
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.images.shape[0]) if self.images is not None else len(self.files)
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.images.shape[-2]), int(self.images.shape[-1])
+    def first(self, k: int) -> torch.Tensor:
+        """The first ``k`` images as uint8 (k, 3, H, W), read from files if streamed."""
+        if self.images is not None:
+            return self.images[:k]
+        pick = self.files[: min(k, len(self.files))]
+        return torch.stack([StreamedImages(pick, self.size)[i]["rgb"] for i in range(len(pick))])
+
+
+class StreamedImages(Dataset):
+    """Image files read one at a time (DataLoader workers), each fitted to ``size``: a pool too
+    large to preload. Item ``i`` is ``{"rgb": uint8 (3, H, W), "seed": int}``, the seed a function
+    of (seed, epoch, i) only, so crops, flips and masks are exact on resume."""
+
+    def __init__(self, files: list[Path], size: tuple[int, int], seed: int = 0):
+        self.files, self.size, self.seed, self.epoch = list(files), tuple(size), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        rgb = fit_to_size(read_rgb(self.files[i]), self.size)
+        seed = np.random.SeedSequence([self.seed, self.epoch, int(i), 0x57EA]).generate_state(2)
+        return {
+            "rgb": torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
+            "seed": int((int(seed[0]) << 32 | int(seed[1])) & (2**63 - 1)),
+        }
 
 
 def unlabelled_rooms_seed(labelled_seed: int) -> int:
@@ -123,7 +158,7 @@ def rooms_pool(
         pool = labeled_pool(path, size, split="all", progress=progress, max_preload_bytes=None)
         return ImagePool(pool.images, f"rooms seed {seed} (cached in {path})", n)
     rendered = render_rooms(n, size[0], size[1], seed, raw=False, workers=workers)
-    bar = tqdm(rendered, total=n, desc="rendering rooms", unit="room", disable=not progress)
+    bar = progress_bar(rendered, total=n, desc="rendering rooms", unit="room", disable=not progress)
     for i, sample in enumerate(bar):
         _fill(images, i, sample["rgb"])
     return ImagePool(images, f"rooms seed {seed} (rendered)", n)
@@ -156,7 +191,7 @@ def labeled_pool(
     try:
         positions = _subset(len(reader), n_images, seed)
         images = _allocate(len(positions), size, max_preload_bytes or float("inf"))
-        bar = tqdm(positions, desc="reading images", unit="img", disable=not progress)
+        bar = progress_bar(positions, desc="reading images", unit="img", disable=not progress)
         for i, p in enumerate(bar):
             _fill(images, i, reader[int(p)]["rgb"])
     finally:
@@ -178,12 +213,14 @@ def folder_pool(
     seed: int = 0,
     progress: bool = True,
     max_preload_bytes: float = MAX_PRELOAD_BYTES,
+    files: list[Path] | None = None,
 ) -> ImagePool:
-    """Every .png/.jpg/.jpeg below ``folder`` (or a seeded subset of ``n_images``); files that
-    cannot be decoded are skipped and listed in ``skipped`` (a corrupt file should not cost a
-    run). No image at all, or none readable, is a DataError."""
+    """Every image file below ``folder`` (or the given ``files``, e.g. a list file's colour
+    images), or a seeded subset of ``n_images``. Preloaded, with files that cannot be decoded
+    skipped and listed in ``skipped`` (a corrupt file should not cost a run); streamed instead
+    when the images would not fit in ``max_preload_bytes``. None readable is a DataError."""
     folder = Path(folder)
-    files = _image_files(folder)
+    files = _image_files(folder) if files is None else list(files)
     if not files:
         raise DataError(
             f"No images in {folder}: looked for {', '.join(IMAGE_SUFFIXES)} files in it and its "
@@ -196,9 +233,13 @@ def folder_pool(
             raise ConfigError(f"n_images must be at least 1, got {n_images}.")
         order = np.random.default_rng([int(seed), 0x9E7A]).permutation(len(files))
         wanted = min(int(n_images), len(files))
+    if wanted * 3 * size[0] * size[1] > max_preload_bytes:  # too many to hold: read on the fly
+        chosen = [files[int(p)] for p in np.sort(order[:wanted])]
+        return ImagePool(None, f"{folder} ({wanted} images, streamed)", len(files),
+                         files=chosen, size=tuple(size))  # fmt: skip
     images = _allocate(wanted, size, max_preload_bytes)
     kept, skipped = [], []
-    bar = tqdm(total=wanted, desc="reading images", unit="img", disable=not progress)
+    bar = progress_bar(total=wanted, desc="reading images", unit="img", disable=not progress)
     for p in order:
         if len(kept) == wanted:
             break
@@ -232,7 +273,7 @@ def load_image_pool(
     max_preload_bytes: float = MAX_PRELOAD_BYTES,
 ) -> ImagePool:
     """``data`` = "rooms" (``n_images`` rooms of ``rooms_seed``), a labelled-layout HDF5 file
-    (its train split), or a folder of images."""
+    (its train split), a folder of images, or a folder export's list file (its colour images)."""
     kwargs = {"progress": progress, "max_preload_bytes": max_preload_bytes}
     if str(data) == "rooms":
         if n_images is None:
@@ -241,6 +282,11 @@ def load_image_pool(
     path = Path(data).expanduser()
     if path.is_dir():
         return folder_pool(path, size, n_images, seed=seed, **kwargs)
+    if path.suffix.lower() in (".csv", ".txt") and path.is_file():  # a folder export's list
+        from depthlib.data.dataset import open_depth_dataset
+
+        listed = open_depth_dataset(path).rgb_paths
+        return folder_pool(path.parent, size, n_images, seed=seed, files=listed, **kwargs)
     if path.is_file():
         return labeled_pool(path, size, n_images, seed=seed, **kwargs)
     raise DataError(

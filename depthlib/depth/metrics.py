@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depthlib.depth.boundaries import BOUNDARY_NAMES, boundary_errors, depth_edges
 from depthlib.errors import ConfigError, DataError
 
 __all__ = [
@@ -75,8 +76,9 @@ def _resize(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=True)[0, 0].numpy()
 
 
-def _evaluated_pixels(pred, gt, valid, min_depth, max_depth, eigen_crop):
-    """The (p, g) float64 vectors the metrics average over, after the protocol's steps."""
+def _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop):
+    """(p, g, ok): the prediction resized and clipped to the GT's size, the GT, and the pixels the
+    metrics average over, after the protocol's steps (float64 maps, bool mask)."""
     if not 0 < min_depth < max_depth:
         raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
     g = _as_map(gt, "gt")
@@ -92,6 +94,12 @@ def _evaluated_pixels(pred, gt, valid, min_depth, max_depth, eigen_crop):
         ok &= v.astype(bool)
     if eigen_crop:
         ok &= eigen_crop_mask(*g.shape)
+    return p, g, ok
+
+
+def _evaluated_pixels(pred, gt, valid, min_depth, max_depth, eigen_crop):
+    """The (p, g) float64 vectors the metrics average over."""
+    p, g, ok = _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop)
     return p[ok], g[ok]
 
 
@@ -152,12 +160,22 @@ class MetricAccumulator:
 
     ``compute()`` returns the mean of each metric over ``n_images`` evaluated images, plus
     ``n_images`` and ``n_skipped``. ``per_image`` keeps every image's metrics (None if skipped).
+    With ``boundaries`` each image also gets the depth boundary errors of
+    :mod:`depthlib.depth.boundaries` against the GT's own depth edges (averaged over the images
+    that have edges).
     """
 
-    def __init__(self, min_depth: float = 1e-3, max_depth: float = 10.0, eigen_crop: bool = False):
+    def __init__(
+        self,
+        min_depth: float = 1e-3,
+        max_depth: float = 10.0,
+        eigen_crop: bool = False,
+        boundaries: bool = False,
+    ):
         if not 0 < min_depth < max_depth:
             raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
         self.min_depth, self.max_depth, self.eigen_crop = min_depth, max_depth, eigen_crop
+        self.boundaries = boundaries
         self.per_image: list[dict[str, float] | None] = []
 
     def update(self, pred_batch, gt_batch, valid_batch=None) -> None:
@@ -169,10 +187,16 @@ class MetricAccumulator:
                 f"{len(valids)} masks."
             )
         for pred, gt, valid in zip(preds, gts, valids, strict=True):
-            p, g = _evaluated_pixels(
+            p, g, ok = _evaluated_maps(
                 pred, gt, valid, self.min_depth, self.max_depth, self.eigen_crop
             )
-            self.per_image.append(depth_errors(p, g) if g.size else None)
+            if not ok.any():
+                self.per_image.append(None)
+                continue
+            row = depth_errors(p[ok], g[ok])
+            if self.boundaries:
+                row |= boundary_errors(p, depth_edges(g, ok))
+            self.per_image.append(row)
 
     @property
     def n_images(self) -> int:
@@ -190,6 +214,9 @@ class MetricAccumulator:
                 f"({self.min_depth}, {self.max_depth}) m). Check depth units and valid masks."
             )
         result: dict[str, float] = {k: float(np.mean([m[k] for m in done])) for k in METRIC_NAMES}
+        for key in BOUNDARY_NAMES if self.boundaries else ():
+            values = [m[key] for m in done if math.isfinite(m[key])]
+            result[key] = float(np.mean(values)) if values else math.nan
         result["n_images"] = len(done)
         result["n_skipped"] = self.n_skipped
         return result
@@ -314,20 +341,23 @@ _COLUMNS = (
     ("rmse_log", "RMSElog ↓"),
     ("log10", "log10 ↓"),
     ("silog", "SILog ↓"),
+    ("dbe_acc", "DBE acc ↓"),
+    ("dbe_comp", "DBE comp ↓"),
 )
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], digits: int = 3) -> str:
     """A markdown table of results, one row per model or baseline, with a legend line."""
     with_counts = any("n_images" in m for m in rows.values())
-    header = ["model"] + [title for _, title in _COLUMNS] + (["images"] if with_counts else [])
+    columns = [(k, title) for k, title in _COLUMNS if any(k in m for m in rows.values())]
+    header = ["model"] + [title for _, title in columns] + (["images"] if with_counts else [])
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|",
     ]
     for name, m in rows.items():
         cells = [str(name)]
-        for key, _ in _COLUMNS:
+        for key, _ in columns:
             v = m.get(key)
             cells.append("–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}")
         if with_counts:
@@ -342,4 +372,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]], digits: int = 3) -> st
         "↑ higher is better (δk: share of pixels with max(p/g, g/p) < 1.25^k); ↓ lower is better "
         "(errors; SILog ×100). Per-image metrics averaged over images."
     )
+    if any(k.startswith("dbe") for k, _ in columns):
+        legend += (
+            " DBE: iBims-1's depth boundary errors in GT pixels (edge accuracy, completeness)."
+        )
     return "\n".join(lines) + "\n\n" + legend

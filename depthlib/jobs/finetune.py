@@ -6,10 +6,11 @@ from them and augmented on tensors (flip, mild colour jitter) by ``DepthDataset.
 order and augmentation are functions of (seed, epoch, position) only, so a run resumed from a
 checkpoint, even mid-epoch, sees the same batches as an uninterrupted one.
 
-Each epoch is validated on the test split at the training resolution (a fixed, evenly spaced
-subset of ``val_images`` when the profile sets one, to keep epochs cheap); metrics are taken
-against the ground truth at its own size, as the protocol says. At the end the final weights are
-evaluated on the whole test split beside the train-set baselines (:mod:`depthlib.jobs.evaluate`).
+Each epoch is validated on a seeded share of the train split held out from training
+(``val_fraction``; at most ``val_images`` of it, evenly spaced), at the training resolution and
+against the ground truth at its own size, as the protocol says: curves and choices never look at
+the test split. At the end the final weights are evaluated once on the whole test split beside
+the train-set baselines (:mod:`depthlib.jobs.evaluate`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from depthlib.data.dataset import DepthDataset, evenly_spaced, open_depth_dataset
+from depthlib.data.dataset import DepthDataset, evenly_spaced, open_splits, stream_size
 from depthlib.data.nyu import NYULabeled
 from depthlib.data.rooms import rooms_for_profile
 from depthlib.data.transforms import Augment
@@ -35,13 +36,14 @@ from depthlib.errors import ConfigError, require_multiple
 from depthlib.jobs.evaluate import EvalSet, auto_eigen_crop, evaluate, load_eval_set, score_model
 from depthlib.jobs.run import job_settings, run_training
 from depthlib.profiles import FinetuneConfig, Profile, runs_dir
-from depthlib.train import PreloadedBatches, TrainResult, seed_everything
+from depthlib.train import PreloadedBatches, TrainResult, epoch_loader, seed_everything
 from depthlib.train.distributed import (
     is_main_process,
     main_process_first,
     resolve_device,
     use_bf16,
 )
+from depthlib.train.memory import choose_micro_batch
 
 __all__ = [
     "DepthTask",
@@ -52,6 +54,7 @@ __all__ = [
     "label_subset",
     "prepare_train_data",
     "subset_passes",
+    "validation_carve",
 ]
 
 
@@ -67,6 +70,22 @@ class _Subset:
 
     def __getitem__(self, i: int) -> dict:
         return self.source[self.positions[i]]
+
+
+VAL_SEED = 0x7A1  # one validation carve for every run of a split, whatever the run's seed
+
+
+def validation_carve(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, validation positions) of a train split of ``n`` images: a seeded
+    ``fraction`` held out for curves and choices, so the test split is used once, at the end."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {fraction}; e.g. 0.1.")
+    k = max(1, round(n * fraction)) if fraction else 0
+    if k >= n:
+        raise ConfigError(f"val_fraction {fraction} leaves no training image of {n}.")
+    held = np.zeros(n, bool)
+    held[np.random.default_rng([VAL_SEED, n]).choice(n, size=k, replace=False)] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -89,12 +108,14 @@ def subset_passes(n: int, subset: int) -> int:
     return max(1, round(n / max(1, subset)))
 
 
-def prepare_train_data(source, cfg: FinetuneConfig, label_fraction: float, seed: int):
-    """The (subset of the) train split, resized and preloaded, with tensor augmentation.
-
-    A subset is repeated :func:`subset_passes` times; each copy gets its own augmentation."""
-    positions = label_subset(len(source), label_fraction, seed)
-    positions = np.tile(positions, subset_passes(len(source), len(positions)))
+def prepare_train_data(source, cfg: FinetuneConfig, pool: Sequence[int], seed: int):
+    """The seeded label subset (``cfg.label_fraction``) of the ``pool`` positions of a reader,
+    resized and preloaded, with tensor augmentation. A subset is repeated
+    :func:`subset_passes` times so an epoch has the pool's steps; each copy gets its own
+    augmentation."""
+    pool = np.asarray(pool)
+    positions = pool[label_subset(len(pool), cfg.label_fraction, seed)]
+    positions = np.tile(positions, subset_passes(len(pool), len(positions)))
     augment = Augment(flip=0.5, brightness=cfg.jitter, contrast=cfg.jitter, saturation=cfg.jitter)
     return DepthDataset(
         _Subset(source, positions),
@@ -104,6 +125,21 @@ def prepare_train_data(source, cfg: FinetuneConfig, label_fraction: float, seed:
         seed=seed,
         preload=True,
     )
+
+
+def stream_train_data(source, cfg: FinetuneConfig, pool: Sequence[int], seed: int):
+    """What :func:`prepare_train_data` gives, read on the fly: for folder exports of tens of
+    thousands of pairs, one decode per sample in DataLoader workers, never the whole set in
+    memory. Each sample is resized just above the training size and randomly cropped to it
+    (with the same flip and colour jitter)."""
+    pool = np.asarray(pool)
+    positions = pool[label_subset(len(pool), cfg.label_fraction, seed)]
+    positions = np.tile(positions, subset_passes(len(pool), len(positions)))
+    size = (cfg.height, cfg.width)
+    augment = Augment(crop=size, flip=0.5, brightness=cfg.jitter, contrast=cfg.jitter,
+                      saturation=cfg.jitter)  # fmt: skip
+    base = stream_size(source.image_size, size)
+    return DepthDataset(_Subset(source, positions), augment, size=base, train=True, seed=seed)
 
 
 def depth_batches(dataset: DepthDataset, batch_size: int, seed: int = 0) -> PreloadedBatches:
@@ -122,8 +158,8 @@ class DepthTask:
     """Loss on a batch; protocol metrics on the validation set after each epoch.
 
     With ``bf16`` the forward pass runs under bfloat16 autocast (weights, optimizer and loss stay
-    float32; bf16 has float32's range, so no loss scaling is needed). Validation and evaluation
-    always run in float32.
+    float32; bf16 has float32's range, so no loss scaling is needed); with ``channels_last`` the
+    batches are NHWC, as the model is then. Validation and evaluation always run in float32.
     """
 
     def __init__(
@@ -134,12 +170,14 @@ class DepthTask:
         eigen_crop: bool = False,
         batch_size: int = 16,
         bf16: bool = False,
+        channels_last: bool = False,
     ):
         self.loss, self.val_set = loss, val_set
         self.eigen_crop, self.batch_size, self.bf16 = eigen_crop, batch_size, bf16
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def training_step(self, model: nn.Module, batch: Mapping) -> tuple[torch.Tensor, dict]:
-        image = batch["image"]
+        image = batch["image"].contiguous(memory_format=self.layout)
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             pred = model(image)
         parts = self.loss.components(pred.float(), batch["depth"], batch["valid"])
@@ -175,15 +213,15 @@ class FinetuneResult:
         return self.train.interrupted
 
 
-def build_model(cfg: FinetuneConfig, encoder_weights=None) -> DepthUNetPlusPlus:
-    """The profile's UNet++ (encoder weights: None, 'imagenet' or a safetensors file)."""
+def build_model(cfg: FinetuneConfig) -> DepthUNetPlusPlus:
+    """The profile's UNet++, its encoder initialised as ``cfg.encoder_weights`` says."""
     return DepthUNetPlusPlus(
         cfg.encoder,
         encoder_depth=cfg.encoder_depth,
         decoder_channels=cfg.decoder_channels,
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
-        encoder_weights=encoder_weights,
+        encoder_weights=cfg.encoder_weights,
     )
 
 
@@ -191,7 +229,6 @@ def finetune(
     data: str | os.PathLike | None = None,
     profile: str | Profile | None = None,
     *,
-    encoder_weights: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -199,13 +236,18 @@ def finetune(
     device: str = "auto",
     time_budget_s: float | None = None,
     final_eval: bool = True,
+    test_data: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
-    """Fine-tune the profile's UNet++ on ``data`` (default: the profile's rooms set).
+    """Fine-tune the profile's UNet++ on ``data`` (default: the profile's rooms set): a labelled
+    file (NYU's labeled .mat + splits.mat, a rooms file) whose two splits are used, or a folder
+    export's train list (DenseDepth's nyu2_train.csv, BTS's train list) with its test list
+    (``test_data``, or the one beside it). Folder exports are streamed through DataLoader
+    workers (``num_workers``); labelled files are preloaded.
 
-    Any ``FinetuneConfig`` field in ``overrides`` (``encoder``, ``epochs``, ``label_fraction``,
-    ``seed``, ...) replaces the profile's value. ``encoder_weights``: None (random), 'imagenet'
-    or a safetensors encoder file (e.g. from SparK pretraining). ``out``: the run folder
+    Any ``FinetuneConfig`` field in ``overrides`` (``encoder``, ``encoder_weights``, ``epochs``,
+    ``label_fraction``, ``seed``, ...) replaces the profile's value; ``encoder_weights`` is
+    "random", "imagenet" or a safetensors encoder file (e.g. from SparK). ``out``: the run folder
     (default ``runs/finetune-<encoder>-<profile>``); ``resume`` continues the run there. With
     ``final_eval`` the final weights are evaluated on the whole test split (with baselines) and
     the result is written to ``<run>/evaluation.json``.
@@ -219,52 +261,71 @@ def finetune(
     if data is None:
         data = main_process_first(lambda: rooms_for_profile(prof, progress=progress))
     data_path = Path(data)
-    train_source = open_depth_dataset(data_path, "train")
-    if not isinstance(train_source, NYULabeled):
-        raise ConfigError(
-            f"{data_path} is a one-split folder export; fine-tuning needs a labeled-layout file "
-            "with a split (NYU's labeled .mat + splits.mat, or a rooms file from depthlib synth)."
-        )
-    test_source = open_depth_dataset(data_path, "test")
+    train_source, test_source = open_splits(data_path, test_data)
+    stream = not isinstance(train_source, NYULabeled)  # one file per sample: read on the fly
     run_dir = Path(out) if out is not None else runs_dir() / f"finetune-{cfg.encoder}-{prof.name}"
 
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed only
-    model = build_model(cfg, encoder_weights)
-    train_set = prepare_train_data(train_source, cfg, cfg.label_fraction, cfg.seed)
-    n_labelled = len(label_subset(len(train_source), cfg.label_fraction, cfg.seed))
-    val_positions = evenly_spaced(len(test_source), cfg.val_images)
-    val_set = load_eval_set(test_source, (cfg.height, cfg.width), val_positions)
+    model = build_model(cfg)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    example = torch.zeros(1, 3, cfg.height, cfg.width)
+    micro, plan = choose_micro_batch(
+        model, example, cfg.batch_size, cfg.micro_batch, resolve_device(device)
+    )
+    if progress and micro < cfg.batch_size:
+        print(plan)
+    pool, held_out = validation_carve(len(train_source), cfg.val_fraction)
+    prepare = stream_train_data if stream else prepare_train_data
+    train_set = prepare(train_source, cfg, pool, cfg.seed)
+    n_labelled = len(label_subset(len(pool), cfg.label_fraction, cfg.seed))
+    val_positions = held_out[evenly_spaced(len(held_out), cfg.val_images)]
+    val_set = (
+        load_eval_set(train_source, (cfg.height, cfg.width), val_positions)
+        if len(val_positions)
+        else None
+    )
     loss = DepthLoss(l1_weight=cfg.l1_weight, grad_weight=cfg.grad_weight)
     task = DepthTask(
         loss,
         val_set,
-        eigen_crop=auto_eigen_crop(test_source),
+        eigen_crop=auto_eigen_crop(train_source),
         batch_size=cfg.eval_batch_size,
         bf16=bf16,
+        channels_last=cfg.channels_last,
     )
     run_config = {
         "task": "finetune",
         "profile": prof.name,
         "data": str(data_path),
+        "test_data": str(getattr(test_source, "list_path", data_path)),
+        "streamed": stream,
         "input_size": [cfg.height, cfg.width],
         "finetune": dataclasses.asdict(cfg),
-        "encoder_weights": None if encoder_weights is None else str(encoder_weights),
         "n_train": n_labelled,
         "subset_passes": len(train_set) // n_labelled,
-        "n_val": len(val_set),
+        "n_val": len(val_positions),
+        "validation": f"{cfg.val_fraction:.0%} of the train split, held out (seeded)",
         "bf16": bf16,
+        "micro_batch": micro,
     }
-    batches = depth_batches(train_set, cfg.batch_size, seed=cfg.seed)
+    if stream:
+        batches = epoch_loader(train_set, micro, seed=cfg.seed, num_workers=cfg.num_workers)
+    else:
+        batches = depth_batches(train_set, micro, seed=cfg.seed)
     result = run_training(
         model, task, batches, cfg, run_dir, run_config, resume=resume, overwrite=overwrite,
         device=device, progress=progress, time_budget_s=time_budget_s, best_metric="abs_rel",
+        accumulate=cfg.batch_size // micro,
     )  # fmt: skip
     evaluation = None
     if final_eval and not result.interrupted and is_main_process():  # rank 0 under torchrun
+        test_path = getattr(test_source, "list_path", data_path)
         evaluation = evaluate(
             model,
-            data_path,
+            test_path,
             "test",
+            train_data=data_path if stream else None,
             input_size=(cfg.height, cfg.width),
             batch_size=cfg.eval_batch_size,
             out=run_dir / "evaluation.json",

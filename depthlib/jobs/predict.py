@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from depthlib.atomic import atomic_path, ensure_writable_dir
 from depthlib.data.folders import IMAGE_SUFFIXES, read_rgb
@@ -36,6 +35,7 @@ from depthlib.data.transforms import resize_rgb
 from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.evaluate import load_model, predict_batches
+from depthlib.progress import progress_bar
 
 __all__ = [
     "PredictReport",
@@ -200,20 +200,30 @@ def predict_paths(
     which: str = "latest",
     color_range: tuple[float, float] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PredictReport:
     """Write ``<name>_depth.png`` (uint16 mm) and ``<name>_depth_color.png`` per input image.
 
     checkpoint: a run folder, a checkpoint folder or a model. input_size: "train" (default: the
     checkpoint's training size; for a bare model or a checkpoint without one, the image's size),
-    "native", or (H, W). Unreadable files are skipped and listed in the report.
+    "native", or (H, W). Unreadable files are skipped and listed in the report. Depth maps
+    already in ``out_dir`` under the same names are refused unless ``overwrite``.
     """
     out = ensure_writable_dir(out_dir)  # fail before loading anything
     predict = Predictor(checkpoint, input_size, batch_size=1, which=which)
     paths = find_images(inputs)
+    names = _output_names(paths)
+    taken = [out / f"{n}{end}" for n in names for end in _OUTPUT_ENDINGS]
+    taken = [p for p in taken if p.exists()]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"{len(taken)} output file(s) already exist in {out} (first: {taken[0].name}). Pass "
+            "--overwrite (overwrite=True) to replace them, or choose another --out folder."
+        )
     report = PredictReport()
     t0 = time.perf_counter()
-    for path, name in tqdm(
-        list(zip(paths, _output_names(paths), strict=True)),
+    for path, name in progress_bar(
+        list(zip(paths, names, strict=True)),
         desc="predicting",
         unit="img",
         disable=not progress,

@@ -27,14 +27,15 @@ from torch import nn
 
 from depthlib.atomic import atomic_write
 from depthlib.data.dataset import MAX_PRELOAD_BYTES
-from depthlib.data.pools import ImagePool, load_image_pool, unlabelled_rooms_seed
+from depthlib.data.pools import ImagePool, StreamedImages, load_image_pool, unlabelled_rooms_seed
 from depthlib.data.transforms import normalize, random_resized_crop
+from depthlib.depth.encoders import load_encoder_weights, offline_imagenet_hint, weights_source
 from depthlib.errors import ConfigError, DataError, require_multiple
 from depthlib.jobs.run import job_settings, run_training
 from depthlib.profiles import PretrainConfig, Profile, data_dir, runs_dir
 from depthlib.spark.masks import kept_patch_count
 from depthlib.spark.model import SparK
-from depthlib.train import PreloadedBatches, TrainResult, seed_everything
+from depthlib.train import PreloadedBatches, TrainResult, epoch_loader, seed_everything
 from depthlib.train.distributed import is_main_process, unwrap_model
 
 __all__ = [
@@ -77,7 +78,9 @@ class SparkTask:
         """(normalised images, mask) of a batch: the same for the same batch seed."""
         spark = unwrap_model(model)
         rgb = batch["rgb"]
-        generator = torch.Generator().manual_seed(int(batch["seed"]))
+        seed = batch["seed"]  # one per batch, or one per image when streamed: take the first
+        seed = int(seed.reshape(-1)[0]) if isinstance(seed, torch.Tensor) else int(seed)
+        generator = torch.Generator().manual_seed(seed)
         x = random_resized_crop(rgb, generator) if self.augment else rgb.float() / 255.0
         b, _, h, w = x.shape
         mask = spark.random_mask(b, h, w, generator=generator).to(x.device)
@@ -147,8 +150,18 @@ class PretrainResult:
 
 
 def build_spark(cfg: PretrainConfig) -> SparK:
-    """The profile's SparK model (random weights)."""
-    return SparK(cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio)
+    """The profile's SparK model; its encoder starts as ``cfg.encoder_weights`` says (random,
+    ImageNet: continued pretraining on the target domain, or another run's file)."""
+    model = SparK(cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio, cfg.masking)
+    source = weights_source(cfg.encoder, cfg.encoder_weights)
+    if source == "imagenet":
+        raise ConfigError(
+            f"SparK can start from ImageNet weights only where they come without network. "
+            f"{offline_imagenet_hint()} Or pass a safetensors encoder file."
+        )
+    if source is not None:
+        load_encoder_weights(model.encoder, source, strict=True)
+    return model
 
 
 def _check_size(cfg: PretrainConfig) -> None:
@@ -213,9 +226,13 @@ def pretrain(
         print(f"Skipped {len(pool.skipped)} unreadable file(s), e.g. {pool.skipped[0]}.")
     if progress and len(pool) < cfg.n_images:
         print(f"Using all {len(pool)} images of {pool.source} (n_images is {cfg.n_images}).")
-    batches = image_batches(pool.images, cfg.batch_size, seed=cfg.seed)
+    if pool.images is None:  # streamed: one decode per image, in DataLoader workers
+        streamed = StreamedImages(pool.files, pool.size, seed=cfg.seed)
+        batches = epoch_loader(streamed, cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers)
+    else:
+        batches = image_batches(pool.images, cfg.batch_size, seed=cfg.seed)
     callback = Reconstructions(
-        pool.images[: min(4, len(pool))], run_dir / "reconstructions", seed=cfg.seed, save=figures
+        pool.first(4), run_dir / "reconstructions", seed=cfg.seed, save=figures
     )
     run_config = {
         "task": "pretrain",

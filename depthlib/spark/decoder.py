@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from depthlib.errors import ConfigError
@@ -104,6 +105,7 @@ class Densify(nn.Module):
     are projected to. ``norm``: "batch" (ResNets: SparK's sparse BatchNorm) or "layer" (ConvNeXt:
     sparse channels-first LayerNorm, eps 1e-6). The norms are sparse modules bound to the
     encoder's ``ctx``, so they see visible positions only; call inside ``ctx.active(mask)``.
+    ``sparse=False`` (the zero-out control) uses dense norms over every position instead.
     """
 
     def __init__(
@@ -112,17 +114,24 @@ class Densify(nn.Module):
         widths: Sequence[int],
         ctx: SparseContext,
         norm: str = "batch",
+        sparse: bool = True,
     ):
         super().__init__()
         if norm not in ("batch", "layer"):
             raise ConfigError(f"densify norm must be 'batch' or 'layer', got {norm!r}.")
         self.ctx = ctx
-        self.norms = nn.ModuleList(
-            SparseLayerNorm(c, eps=1e-6, ctx=ctx, data_format="channels_first")
-            if norm == "layer"
-            else SparseBatchNorm2d(c, ctx=ctx)
-            for c in channels
-        )
+        if sparse:
+            norms = [
+                SparseLayerNorm(c, eps=1e-6, ctx=ctx, data_format="channels_first")
+                if norm == "layer"
+                else SparseBatchNorm2d(c, ctx=ctx)
+                for c in channels
+            ]
+        else:  # the zero-out control: statistics over every position, zeros included
+            norms = [
+                LayerNorm2d(c, eps=1e-6) if norm == "layer" else nn.BatchNorm2d(c) for c in channels
+            ]
+        self.norms = nn.ModuleList(norms)
         # Named mask_token* so the optimizer exempts them from weight decay, as SparK does.
         self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels)
         for token in self.mask_tokens:

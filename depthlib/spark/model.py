@@ -29,16 +29,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
 from depthlib.data.transforms import denormalize, normalize
-from depthlib.depth.unetpp import check_encoder, save_encoder_weights
+from depthlib.depth.encoders import build_encoder, save_encoder_weights
 from depthlib.errors import ConfigError, DataError, require_known_keys, require_multiple
 from depthlib.profiles import PretrainConfig
 from depthlib.spark.decoder import Densify, LightDecoder, decoder_widths
 from depthlib.spark.masks import as_mask, make_patch_mask, patchify, unpatchify, upsample_mask
-from depthlib.spark.sparse import to_sparse
+from depthlib.spark.sparse import SparseContext, to_sparse
 
 __all__ = [
     "CONFIG_KEYS",
@@ -47,7 +46,8 @@ __all__ = [
     "normalize_patches",
 ]
 
-CONFIG_KEYS = ("encoder", "encoder_depth", "decoder_width", "mask_ratio")
+CONFIG_KEYS = ("encoder", "encoder_depth", "decoder_width", "mask_ratio", "masking")
+MASKINGS = ("sparse", "zero-out")
 PATCH_NORM_EPS = 1e-6
 
 
@@ -95,7 +95,10 @@ class SparK(nn.Module):
 
     ``encoder``: smp encoder name; ``encoder_depth``: its stages (3–5; patch = 2**depth);
     ``decoder_width``: the light decoder's first width (SparK: 768; halved per scale);
-    ``mask_ratio``: fraction of patches hidden when ``forward`` draws the mask itself.
+    ``mask_ratio``: fraction of patches hidden when ``forward`` draws the mask itself;
+    ``masking``: "sparse" (SparK) or "zero-out", the control that tests notebook 02's lesson
+    downstream: the same masks, densifier (mask tokens included), decoder and loss, but a dense
+    encoder and dense densify norms that take the zeroed pixels for data.
     Defaults are :class:`~depthlib.profiles.PretrainConfig`'s. Under DDP the training loop
     synchronises the sparse BatchNorm statistics over ranks.
     """
@@ -106,22 +109,28 @@ class SparK(nn.Module):
         encoder_depth: int = PretrainConfig.encoder_depth,
         decoder_width: int = PretrainConfig.decoder_width,
         mask_ratio: float = PretrainConfig.mask_ratio,
+        masking: str = PretrainConfig.masking,
     ):
         super().__init__()
-        check_encoder(encoder, encoder_depth)
         if not 0.0 < float(mask_ratio) < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}; SparK uses 0.6.")
+        if masking not in MASKINGS:
+            raise ConfigError(f"masking must be one of {MASKINGS}, got {masking!r}.")
         self.config = {
             "encoder": encoder,
             "encoder_depth": encoder_depth,
             "decoder_width": decoder_width,
             "mask_ratio": float(mask_ratio),
+            "masking": masking,
         }
         self.patch = 2**encoder_depth
         self.mask_ratio = float(mask_ratio)
-        dense = get_encoder(encoder, in_channels=3, depth=encoder_depth, weights=None)
+        dense = build_encoder(encoder, encoder_depth)  # checks the name and depth first
         channels = list(dense.out_channels)
-        self.encoder, self.sparse_ctx = to_sparse(dense, inplace=True)
+        if masking == "sparse":
+            self.encoder, self.sparse_ctx = to_sparse(dense, inplace=True)
+        else:  # the context only brings the mask to each feature's size (mask tokens, input)
+            self.encoder, self.sparse_ctx = dense, SparseContext()
         # smp features: [input, stride 2, stride 4, ..., stride 2**depth]; deepest first, down to 4.
         self.feature_indices = list(range(encoder_depth, 1, -1))
         widths = decoder_widths(decoder_width, encoder_depth)
@@ -131,6 +140,7 @@ class SparK(nn.Module):
             widths[: len(self.feature_indices)],
             self.sparse_ctx,
             norm="batch" if has_batchnorm else "layer",
+            sparse=masking == "sparse",
         )
         self.decoder = LightDecoder(decoder_width, encoder_depth)
 

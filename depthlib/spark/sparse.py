@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
 from torch import nn
 
 from depthlib.errors import ConfigError, DataError
@@ -33,6 +34,7 @@ from depthlib.spark.masks import as_mask, scatter_visible, upsample_mask
 __all__ = [
     "SparseAvgPool2d",
     "SparseBatchNorm2d",
+    "SparseBatchNormAct2d",
     "SparseContext",
     "SparseConv2d",
     "SparseEncoder",
@@ -171,6 +173,21 @@ class SparseBatchNorm2d(_SparseModule, nn.BatchNorm2d):
         return scatter_visible(visible, mask)
 
 
+class SparseBatchNormAct2d(_SparseModule, BatchNormAct2d):
+    """timm's BatchNorm + activation in one module (EfficientNet, MobileNet): the visible positions
+    are normalised as in :class:`SparseBatchNorm2d`, then dropout and activation act on them
+    only, so an activation that maps 0 elsewhere still leaves masked positions empty."""
+
+    dense_type = BatchNormAct2d
+    sync_statistics = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self._mask(x)
+        # BatchNorm2d's forward (the synchronised one under DDP) on (N_visible, C, 1, 1)
+        visible = super(BatchNormAct2d, self).forward(_gather(x, mask)[:, :, None, None])
+        return scatter_visible(self.act(self.drop(visible))[:, :, 0, 0], mask)
+
+
 class SparseLayerNorm(_SparseModule, nn.LayerNorm):
     """LayerNorm over channels at visible positions only; masked positions stay 0.
 
@@ -229,6 +246,9 @@ _HARMLESS_LEAVES = {
     ),
     "timm.layers": "GELU GELUTanh QuickGELU Swish Mish HardSwish Tanh PReLU DropPath DropBlock2d",
 }
+# Norms pool statistics over positions; a subclass with children (timm's norm + activation
+# modules) computes them in its own forward, so it must have a sparse twin or be refused.
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 # Containers whose own forward mixes positions (global pooling for channel attention).
 _POSITION_MIXING_CONTAINERS = set(
     "SEModule EffectiveSEModule SqueezeExcite SqueezeExcitation EcaModule CecaModule CbamModule "
@@ -252,6 +272,7 @@ def _rewrite_rules() -> dict[type, tuple[type, dict]]:
         nn.MaxPool2d: (SparseMaxPool2d, {}),
         nn.AvgPool2d: (SparseAvgPool2d, {}),
         nn.BatchNorm2d: (SparseBatchNorm2d, {}),
+        BatchNormAct2d: (SparseBatchNormAct2d, {}),
         nn.LayerNorm: (SparseLayerNorm, {"data_format": "channels_last"}),
         nn.Linear: (SparseLinear, {}),
     }
@@ -276,12 +297,14 @@ def to_sparse(
 ) -> tuple[nn.Module, SparseContext]:
     """Rewrite a CNN into its sparse twin; returns ``(sparse_module, ctx)``.
 
-    Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d, LayerNorm (timm LayerNorm2d and LayerNorm too)
-    and Linear become their Sparse* subclasses sharing the same tensors, so state_dict keys are
-    unchanged. With ``inplace=False`` the module is deep-copied first.
+    Conv2d, MaxPool2d, AvgPool2d, BatchNorm2d (timm's BatchNormAct2d too), LayerNorm (timm
+    LayerNorm2d and LayerNorm too) and Linear become their Sparse* subclasses sharing the same
+    tensors, so state_dict keys are unchanged. With ``inplace=False`` the module is deep-copied
+    first.
     Any other leaf module that is not a known position-wise, zero-preserving op (activations,
-    dropout, Identity; extend with ``allow``), and channel-attention containers, raise a
-    ConfigError listing them: they would mix masked positions into visible ones.
+    dropout, Identity; extend with ``allow``), channel-attention containers, and norms without a
+    sparse twin (e.g. timm's GroupNormAct), raise a ConfigError listing them: they would mix
+    masked positions into visible ones or write into them.
     Run the result inside ``with ctx.active(mask):``, or use :class:`SparseEncoder`.
     """
     rules = _rewrite_rules()
@@ -302,6 +325,8 @@ def to_sparse(
         elif any(True for _ in sub.children()):
             if type(sub).__name__ in _POSITION_MIXING_CONTAINERS:
                 problems.append(f"{label}: channel attention pools over all positions")
+            elif isinstance(sub, _NORMS):
+                problems.append(f"{label}: normalises over all positions in its own forward")
         else:
             problems.append(label)
     if already:

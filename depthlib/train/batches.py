@@ -37,6 +37,7 @@ __all__ = [
     "derive_seed",
     "epoch_batches",
     "epoch_loader",
+    "grouped",
     "steps_per_epoch",
     "to_device",
 ]
@@ -145,6 +146,8 @@ class EpochDataLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):  # per-epoch augmentation; workers get this copy
+            self.dataset.set_epoch(epoch)
         # Worker processes seed torch/numpy/random from a base seed drawn from this generator
         # when an epoch's iterator starts, so augmentations in workers are reproducible too.
         self.generator.manual_seed(derive_seed(self.batch_sampler.seed, epoch, 1))
@@ -349,3 +352,13 @@ def epoch_batches(loader: Any, epoch: int, skip: int, limit: int | None) -> Iter
     if limit is None:
         return it
     return itertools.islice(it, max(0, limit - skip))
+
+
+def grouped(batches: Iterable, size: int) -> Iterable[list]:
+    """Consecutive groups of ``size`` micro-batches (a last, incomplete group is dropped)."""
+    group: list = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []

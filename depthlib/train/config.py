@@ -68,6 +68,7 @@ class TrainConfig:
     no_decay_keys: tuple[str, ...] = DEFAULT_NO_DECAY_KEYS
     deterministic: bool = False  # torch.use_deterministic_algorithms(True, warn_only=True)
     sync_batchnorm: bool = False  # multi-process: BatchNorm statistics over all ranks' batches
+    accumulate: int = 1  # micro-batches per optimizer step (their gradients add up)
 
     def __post_init__(self):
         rules = [
@@ -87,6 +88,11 @@ class TrainConfig:
                 self.steps_per_epoch is None or self.steps_per_epoch >= 1,
             ),
             ("best_mode", "'min' or 'max'", self.best_mode in ("min", "max")),
+            (
+                "accumulate",
+                "an integer ≥ 1",
+                isinstance(self.accumulate, int) and self.accumulate >= 1,
+            ),
         ]
         for name, rule, ok in rules:
             if not ok:

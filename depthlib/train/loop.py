@@ -22,6 +22,7 @@ all ranks; any world size can resume a checkpoint (the position is converted to 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,15 +33,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from depthlib.atomic import ensure_writable_dir
 from depthlib.errors import ConfigError
+from depthlib.progress import progress_bar, write
 from depthlib.train import distributed as dist
 from depthlib.train.batches import (
     batch_size_of,
     check_sharded,
     epoch_batches,
+    grouped,
     steps_per_epoch,
     to_device,
 )
@@ -81,7 +83,15 @@ class _Run:
             model, config.lr, config.weight_decay, config.betas, config.no_decay_keys
         )
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.steps_per_epoch = steps_per_epoch(loader, config.steps_per_epoch)
+        micro = steps_per_epoch(
+            loader, config.steps_per_epoch and config.steps_per_epoch * config.accumulate
+        )
+        self.steps_per_epoch = micro // config.accumulate
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"The loader gives {micro} micro-batches per epoch, fewer than the "
+                f"{config.accumulate} that make one step; lower accumulate or use more data."
+            )
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
         self.scheduler = WarmupCosine(
@@ -102,7 +112,7 @@ class _Run:
     # ------------------------------------------------------------------ messages and results
     def say(self, message: str) -> None:
         if self.main:
-            tqdm.write(message)
+            write(message)
 
     def result(self, stop_reason: str) -> TrainResult:
         return TrainResult(
@@ -239,22 +249,32 @@ class _Run:
             "resume=True."
         )
 
-    def _train_step(self, batch: Any) -> float:
-        loss, logs = _unpack(self.task.training_step(self.model, to_device(batch, self.device)))
-        keys = sorted(logs)
+    def _train_step(self, group: list) -> float:
+        """One optimizer step over ``group``: micro-batches whose gradients accumulate (one
+        micro-batch unless ``TrainConfig.accumulate`` > 1), each loss scaled by 1/len(group)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for i, micro in enumerate(group):
+            last = i == len(group) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else (
+                self.model.no_sync()  # DDP: all-reduce the gradients once, after the last one
+            )  # fmt: skip
+            with sync:
+                loss, logs = _unpack(
+                    self.task.training_step(self.model, to_device(micro, self.device))
+                )
+                (loss / len(group)).backward()
+            for key, value in {"loss": loss, **logs}.items():
+                value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                sums[key] = sums.get(key, 0.0) + value / len(group)
+        keys = sorted(k for k in sums if k != "loss")
         # The global batch's loss and logs (one all-reduce; NaN anywhere → NaN on every rank).
         loss_value, *values = dist.mean_over_ranks(
-            [
-                float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-                for v in [loss, *(logs[k] for k in keys)]
-            ],
-            self.device,
+            [sums["loss"], *(sums[k] for k in keys)], self.device
         )
         logs = dict(zip(keys, values, strict=True))
         if not math.isfinite(loss_value):
             raise self._diverged("loss", loss_value)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip or math.inf))
         if not math.isfinite(norm):  # gradients are all-reduced under DDP: same on every rank
             raise self._diverged("gradient norm", norm)
@@ -262,7 +282,7 @@ class _Run:
         self.scheduler.step()
         self.step += 1
         self.batch_in_epoch += 1
-        samples = batch_size_of(batch)
+        samples = sum(batch_size_of(micro) or 0 for micro in group)
         accumulate(self.epoch_stats, loss_value, logs, samples and samples * dist.world_size())
         return loss_value
 
@@ -296,7 +316,7 @@ class _Run:
         return row
 
     def run(self, signals: dist.StopSignals) -> str:
-        bar = tqdm(
+        bar = progress_bar(
             total=self.total_steps,
             initial=self.step,
             disable=not self.progress,
@@ -309,8 +329,10 @@ class _Run:
                 if dist.any_rank(signals.reason is not None, self.device):
                     return "interrupted"  # the epoch checkpoint was just written
                 bar.set_description(f"epoch {self.epoch + 1}/{self.config.epochs}")
-                batches = epoch_batches(
-                    self.loader, self.epoch, self.batch_in_epoch, self.config.steps_per_epoch
+                acc = self.config.accumulate
+                limit = self.config.steps_per_epoch and self.config.steps_per_epoch * acc
+                batches = grouped(
+                    epoch_batches(self.loader, self.epoch, self.batch_in_epoch * acc, limit), acc
                 )
                 if self.rng_to_restore is not None:  # after skipping, before the first new batch
                     restore_rng_state(self.rng_to_restore)
@@ -318,12 +340,16 @@ class _Run:
                 self.model.train()
                 epoch_t0 = time.monotonic()
                 stop = None
-                for batch in batches:
-                    window.append(self._train_step(batch))
+                for group in batches:
+                    window.append(self._train_step(group))
                     bar.update(1)
                     if self.step % self.config.log_every == 0 or self.finished:
                         mean = sum(window) / len(window)
-                        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{self.scheduler.lr:.2e}")
+                        seen = self.epoch_stats.get("samples", 0)
+                        rate = seen / max(time.monotonic() - epoch_t0, 1e-9)
+                        bar.set_postfix(
+                            loss=f"{mean:.4f}", lr=f"{self.scheduler.lr:.2e}", img_s=f"{rate:.1f}"
+                        )
                         window.clear()
                     if self.step >= self.total_steps:
                         break

@@ -19,38 +19,40 @@ from depthlib.errors import DataError
 from depthlib.viz import bare
 from depthlib.viz.data import DEPTH_CMAP  # the course's depth colours
 
-__all__ = ["plot_knob_sweep", "plot_prediction_triptychs"]
+__all__ = ["plot_knob_sweep", "plot_predictions"]
 
 MODEL_COLORS = ("#4C72B0", "#DD8452", "#8c8c8c", "#55A868", "#C44E52", "#8172B3")
 
 
-def plot_prediction_triptychs(triptychs: Sequence[Mapping], title: str | None = None):
-    """Input | ground truth | prediction, one row per image (``prediction_triptychs`` output).
+def plot_predictions(rows: Sequence[Mapping], title: str | None = None):
+    """Input | ground truth | each model's prediction, one row per test image (the report's
+    Figures 5-6; ``prediction_rows`` output).
 
-    Both depth maps of a row share one colour scale (the 2nd-98th percentile of the valid
-    ground truth, widened to include the prediction's range there) and one colour bar; the row
-    title gives the image's AbsRel.
+    All depth maps of a row share one colour scale, taken from that image's valid ground truth
+    (2nd-98th percentile), and one colour bar: a prediction that looks like its ground truth is
+    right in metres, not only in shape. Each prediction's title gives the image's AbsRel.
     """
-    if not triptychs:
-        raise DataError("No images to draw: pass prediction_triptychs(...) for some indices.")
-    n = len(triptychs)
-    fig, axes = plt.subplots(n, 3, figsize=(10, 2.6 * n), squeeze=False, layout="constrained")
-    for row, t in zip(axes, triptychs, strict=True):
-        valid = np.asarray(t["valid"], bool)
-        gt, pred = np.asarray(t["depth"], float), np.asarray(t["pred"], float)
-        shown = gt[valid] if valid.any() else gt.ravel()
-        lo, hi = np.percentile(shown, (2, 98))
-        lo, hi = min(lo, np.percentile(pred, 2)), max(hi, np.percentile(pred, 98))
-        row[0].imshow(t["rgb"])
-        who = f"{t['label']}: " if t.get("label") else ""
-        row[0].set_title(f"{who}input (test image {t['index']})", fontsize=9)
-        row[1].imshow(np.ma.masked_where(~valid, gt), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        row[1].set_title("ground truth", fontsize=9)
-        image = row[2].imshow(pred, cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        row[2].set_title(f"prediction — AbsRel {t['abs_rel']:.3f}", fontsize=9)
-        for ax in row:
+    if not rows:
+        raise DataError("No images to draw: pass prediction_rows(...) for some indices.")
+    names = list(rows[0]["predictions"])
+    n, cols = len(rows), 2 + len(names)
+    fig, axes = plt.subplots(n, cols, figsize=(3.1 * cols + 0.6, 2.5 * n), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for ax_row, r in zip(axes, rows, strict=True):
+        valid = np.asarray(r["valid"], bool)
+        gt = np.asarray(r["depth"], float)
+        lo, hi = np.percentile(gt[valid] if valid.any() else gt.ravel(), (2, 98))
+        ax_row[0].imshow(r["rgb"])
+        ax_row[0].set_title(f"input (test image {r['index']})", fontsize=9)
+        image = ax_row[1].imshow(np.ma.masked_where(~valid, gt), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+        ax_row[1].set_title("ground truth", fontsize=9)
+        for ax, name in zip(ax_row[2:], names, strict=True):
+            pred, abs_rel = r["predictions"][name]
+            ax.imshow(pred, cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+            ax.set_title(f"{name} — AbsRel {abs_rel:.3f}", fontsize=9)
+        for ax in ax_row:
             bare(ax)
-        fig.colorbar(image, ax=row[1:], shrink=0.9, pad=0.01, aspect=20, label="depth (m)")
+        fig.colorbar(image, ax=ax_row[1:], shrink=0.9, pad=0.01, aspect=20, label="depth (m)")
     if title:
         fig.suptitle(title)
     return fig

@@ -17,7 +17,12 @@ from depthlib.errors import ConfigError, DataError
 from depthlib.train.runlog import Run, read_run_rows
 from depthlib.viz import bare, hwc
 
-__all__ = ["plot_learning_curves", "plot_reconstruction_progress", "reconstruction_figure"]
+__all__ = [
+    "plot_budget_sweep",
+    "plot_learning_curves",
+    "plot_reconstruction_progress",
+    "reconstruction_figure",
+]
 
 LOSS_KEY = "train_loss"
 
@@ -192,6 +197,31 @@ def reconstruction_figure(recon: Mapping[str, torch.Tensor], title: str | None =
             axes[r, c].set_axis_off()
             if r == 0:
                 axes[r, c].set_title(key, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_budget_sweep(curves: Mapping[str, Sequence], metric: str = "delta1", title: str = ""):
+    """The fine-tune budget sweep (``budget_curves`` output): ``metric`` against fine-tune
+    epochs (left) and against all training-step time, pretraining included (right); mean ± std
+    over seeds. An arm ahead on the left but not on the right only bought its lead with compute."""
+    if not curves:
+        raise DataError("No sweep runs to plot: run the study with sweep_epochs.")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for arm, points in curves.items():
+        epochs, mean, std, spent = (np.array(v, float) for v in zip(*points, strict=True))
+        for ax, x in zip(axes, (epochs, spent / 60), strict=True):
+            line = ax.plot(x, mean, marker="o", label=arm)[0]
+            ax.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std),
+                            color=line.get_color(), alpha=0.15)  # fmt: skip
+    axes[0].set_xlabel("fine-tune epochs")
+    axes[1].set_xlabel("training-step time, pretraining included (min)")
+    for ax in axes:
+        ax.set_ylabel(_title(metric))
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log", base=2)
+    axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -149,10 +149,10 @@ def synthesize(
     that replaces ``out_path`` only when complete. ``workers``: processes (None = all cores).
     """
     import h5py
-    from tqdm.auto import tqdm
 
     from depthlib.data.nyu import write_splits
     from depthlib.data.rooms import writer as rooms_writer
+    from depthlib.progress import progress_bar
 
     height, width = _size(size)
     train, test = split_indices(n, seed, n_train)
@@ -167,7 +167,9 @@ def synthesize(
             columns: dict[str, list] = {key: [] for key in probe}
             results = parallel_map(_render_packed, jobs, workers)
             for i, (packed, values) in enumerate(
-                tqdm(results, total=n, desc="rendering rooms", unit="room", disable=not progress)
+                progress_bar(
+                    results, total=n, desc="rendering rooms", unit="room", disable=not progress
+                )
             ):
                 rooms_writer.put(f, i, packed)
                 for key in columns:

@@ -1,0 +1,273 @@
+"""Reading the study as a sceptic would: paired differences, bootstrap intervals, verdicts, tables,
+and the results file that carries a long study's numbers with their provenance.
+
+A difference between two arms is measured per seed (the seeds are paired: same decoder start,
+label subset and batch order), and its mean gets a 95% percentile-bootstrap interval over the
+seeds. The verdict reads the interval: "better" or "worse" when it excludes 0, "no clear
+difference" otherwise. With few seeds the interval is wide and says so; "more than one std" is
+not a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depthlib.atomic import atomic_write_text, to_json
+from depthlib.depth.metrics import MeanDepthBaseline
+from depthlib.errors import ConfigError, DataError
+
+__all__ = [
+    "METRICS",
+    "bootstrap_ci",
+    "budget_curves",
+    "format_study_table",
+    "load_results",
+    "paired_verdict",
+    "results_record",
+    "settings_hash",
+    "summarize",
+    "write_results",
+]
+
+METRICS = ("delta1", "abs_rel", "rmse", "dbe_comp")
+HIGHER_IS_BETTER = {"delta1": True, "abs_rel": False, "rmse": False, "dbe_comp": False}
+TITLES = {"delta1": "δ1 ↑", "abs_rel": "AbsRel ↓", "rmse": "RMSE (m) ↓", "dbe_comp": "DBE comp ↓"}
+
+
+def bootstrap_ci(
+    values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and its percentile-bootstrap interval
+    (resampling the values with replacement, ``n_boot`` times, from a seeded generator)."""
+    x = np.asarray([v for v in values if math.isfinite(v)], np.float64)
+    if x.size == 0:
+        raise DataError("bootstrap_ci got no finite value.")
+    means = x[np.random.default_rng(seed).integers(0, x.size, (int(n_boot), x.size))].mean(1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(x.mean()), float(low), float(high)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def summarize(runs: Iterable) -> list[dict]:
+    """One row per (label fraction, arm, epochs): mean and sample std over seeds of each metric,
+    then one mean-depth baseline row per label fraction."""
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        groups.setdefault((run.label_fraction, run.arm, run.epochs), []).append(run)
+    rows = []
+    for fraction in sorted({k[0] for k in groups}, reverse=True):
+        baseline = None
+        for key in [k for k in groups if k[0] == fraction]:
+            members = groups[key]
+            row = {"label_fraction": fraction, "arm": key[1], "epochs": key[2]}
+            row |= {"n_seeds": len(members), "seeds": sorted(r.seed for r in members)}
+            for name in METRICS:
+                values = [r.metrics.get(name, math.nan) for r in members]
+                row[name], row[f"{name}_std"] = _mean_std(values)
+            rows.append(row)
+            baseline = baseline or members[0].evaluation["rows"].get(MeanDepthBaseline.name)
+        if baseline is not None:
+            row = {"label_fraction": fraction, "arm": "mean-depth baseline", "epochs": None}
+            row |= {"n_seeds": 0, "seeds": []}
+            row |= {n: baseline.get(n, math.nan) for n in METRICS}
+            row |= {f"{n}_std": math.nan for n in METRICS}
+            rows.append(row)
+    return rows
+
+
+def _cell(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def format_study_table(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> str:
+    """Markdown: one line per summary row, mean ± std over seeds."""
+    lines = [
+        "| labels | initialisation | epochs | seeds | "
+        + " | ".join(TITLES[m] for m in metrics)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(metrics),
+    ]
+    for r in rows:
+        cells = [_cell(r[m], r[f"{m}_std"]) for m in metrics]
+        seeds = str(r["n_seeds"]) if r["n_seeds"] else "—"
+        epochs = "—" if r["epochs"] is None else str(r["epochs"])
+        head = f"| {100 * r['label_fraction']:g}% | {r['arm']} | {epochs} | {seeds} | "
+        lines.append(head + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_verdict(
+    runs: Sequence, arm: str, versus: str = "scratch", *, label_fraction: float,
+    epochs: int | None = None, versus_epochs: int | None = None, metrics: Sequence[str] = METRICS,
+) -> dict:  # fmt: skip
+    """Is ``arm`` better than ``versus`` at ``label_fraction``? Per metric: the paired gains (a
+    positive gain means ``arm`` is better, whatever the metric's direction), their mean, 95%
+    bootstrap interval and verdict. ``epochs``/``versus_epochs`` pick the budgets (default: the
+    only one present). Seeds present in both arms only."""
+
+    def pick(name, budget):
+        chosen = [r for r in runs if r.arm == name and r.label_fraction == label_fraction]
+        budgets = sorted({r.epochs for r in chosen})
+        if budget is None and len(budgets) > 1:
+            raise ConfigError(f"{name} has budgets {budgets} at this fraction; pass epochs=.")
+        return {r.seed: r for r in chosen if budget is None or r.epochs == budget}
+
+    mine, theirs = pick(arm, epochs), pick(versus, versus_epochs if versus_epochs else epochs)
+    seeds = sorted(set(mine) & set(theirs))
+    out = {"arm": arm, "versus": versus, "label_fraction": label_fraction, "seeds": seeds}
+    out["metrics"] = {}
+    for name in metrics:
+        sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
+        gains = [sign * (mine[s].metrics[name] - theirs[s].metrics[name]) for s in seeds]
+        gains = [g for g in gains if math.isfinite(g)]
+        if len(gains) < 2:
+            out["metrics"][name] = {"n": len(gains), "verdict": "too few paired seeds"}
+            continue
+        mean, low, high = bootstrap_ci(gains)
+        word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+        out["metrics"][name] = {"n": len(gains), "gain": mean, "ci": (low, high), "verdict": word}
+    out["summary"] = _sentence(out)
+    return out
+
+
+def _sentence(v: dict) -> str:
+    parts = []
+    for name, m in v["metrics"].items():
+        if "ci" not in m:
+            parts.append(f"{name}: {m['verdict']} ({m['n']})")
+        else:
+            lo, hi = m["ci"]
+            parts.append(
+                f"{name} {m['verdict']} (gain {m['gain']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}])"
+            )
+    return (
+        f"{v['arm']} vs {v['versus']} at {100 * v['label_fraction']:g}% labels, "
+        f"{len(v['seeds'])} paired seeds: " + "; ".join(parts)
+    )
+
+
+# ---------------------------------------------------------------- the results file
+def settings_hash(profile, study) -> str:
+    """A short hash of everything that decides the study's numbers: fine-tune and pretraining
+    settings and the study's design (arms, fractions, seeds, budgets)."""
+    settings = {
+        "finetune": dataclasses.asdict(profile.finetune),
+        "pretrain": dataclasses.asdict(profile.pretrain),
+        "rooms": dataclasses.asdict(profile.rooms),
+        "study": dataclasses.asdict(study),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def results_record(runs: Sequence, profile, study, extra: dict | None = None) -> dict:
+    """The study as data: provenance, settings and their hash, and every run's metrics."""
+    from depthlib.course.study import step_seconds
+
+    return {
+        "provenance": {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{os.cpu_count()} cores {platform.machine()}, no GPU"
+            if not torch.cuda.is_available()
+            else f"GPU {torch.cuda.get_device_name(0)}",
+            "torch": torch.__version__,
+            **(extra or {}),
+        },
+        "settings_hash": settings_hash(profile, study),
+        "profile": profile.name,
+        "study": dataclasses.asdict(study),
+        "finetune": dataclasses.asdict(profile.finetune),
+        "pretrain": dataclasses.asdict(profile.pretrain),
+        "runs": [
+            {
+                "arm": r.arm,
+                "label_fraction": r.label_fraction,
+                "epochs": r.epochs,
+                "seed": r.seed,
+                "pretrain_seed": r.pretrain_seed,
+                "metrics": r.metrics,
+                "baseline": r.evaluation["rows"].get(MeanDepthBaseline.name),
+                "step_s": round(step_seconds(r.run_dir), 1),
+            }
+            for r in runs
+        ],  # fmt: skip
+    }
+
+
+def write_results(path: str | os.PathLike, record: dict) -> Path:
+    return atomic_write_text(Path(path), to_json(record))
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoredRun:
+    """A run read back from a results file: what tables and verdicts need."""
+
+    arm: str
+    label_fraction: float
+    epochs: int
+    seed: int
+    pretrain_seed: int | None
+    metrics: dict
+    baseline: dict | None
+    step_s: float = math.nan
+
+    @property
+    def evaluation(self) -> dict:
+        return {"rows": {MeanDepthBaseline.name: self.baseline}}
+
+
+def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dict, list]:
+    """``(record, runs)`` from a results file. With ``profile`` and ``study`` given, a file made
+    under other settings is refused: its numbers would not be this study's."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No study results at {path}; run benchmarks/bench_transfer.py first.")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if profile is not None and study is not None:
+        expected = settings_hash(profile, study)
+        if record.get("settings_hash") != expected:
+            raise ConfigError(
+                f"{path} was made under other settings (hash {record.get('settings_hash')}, "
+                f"these settings give {expected}); run benchmarks/bench_transfer.py again to "
+                "measure them."
+            )
+    fields = _StoredRun.__dataclass_fields__
+    runs = [_StoredRun(**{k: r[k] for k in fields if k in r}) for r in record["runs"]]
+    return record, runs
+
+
+def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: float) -> dict:
+    """Per arm at ``label_fraction``: ``[(epochs, mean, std, compute_s), ...]`` by budget, where
+    compute_s is the mean training-step time of fine-tuning plus the arm's pretraining (from the
+    results file): the x-axes of "does the gain survive longer training, and at equal compute?"."""
+    pretrain = {name: c["step_s"] for name, c in (record.get("pretraining") or {}).items()}
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        if r.label_fraction == label_fraction and r.arm in record["study"]["sweep_arms"]:
+            groups.setdefault((r.arm, r.epochs), []).append(r)
+    curves: dict[str, list] = {}
+    for (arm, epochs), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        mean, std = _mean_std([m.metrics[metric] for m in members])
+        spent = [m.step_s + pretrain.get(f"{arm}-seed{m.pretrain_seed}", 0.0) for m in members]
+        curves.setdefault(arm, []).append((epochs, mean, std, statistics.fmean(spent)))
+    return curves

@@ -1,0 +1,290 @@
+"""The course's central question: does pretraining help UNet++ learn depth, and which kind?
+
+Every arm fine-tunes the same UNet++ (the profile's encoder, depth, decoder and recipe); they differ
+only in where the encoder starts:
+
+- ``scratch``: random weights;
+- ``imagenet``: the packaged ImageNet weights (the course report's recipe);
+- ``spark``: SparK pretraining on unlabelled rooms, from random weights;
+- ``imagenet+spark``: SparK continued from the ImageNet weights (the kind of transfer SparK's
+  paper is about);
+- ``zero-out``: the same masked pretraining with a dense encoder on zero-filled patches (same
+  masks, densifier, decoder, loss and budget): notebook 02's lesson, tested downstream;
+- ``scratch (compute-matched)``: scratch fine-tuned for as many extra epochs as SparK's
+  pretraining cost in training-step time, measured.
+
+Runs are paired: fine-tune seed ``k`` fixes the decoder's initial weights, the label subset and
+the batch order in every arm, and uses pretraining seed ``pretrain_seeds[k % n]``. Every run lives
+in one folder named after a hash of what decides its result (the profile's fine-tune and
+pretraining settings, the data), so reproduce, notebooks and the benchmark share runs, an
+interrupted study resumes, and runs made under other settings are never mixed in::
+
+    runs/study-<profile>-<hash>/pretrain/<arm>-seed<p>/              encoder.safetensors
+    runs/study-<profile>-<hash>/<arm>-labels<pct>-epochs<E>-seed<k>/  evaluation.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from depthlib.atomic import atomic_write_text, to_json
+from depthlib.errors import ConfigError, DataError
+from depthlib.profiles import DATASET_ENV, Profile, StudyConfig, get_profile, runs_dir
+
+__all__ = [
+    "ARMS",
+    "MATCHED",
+    "StudyRun",
+    "compute_matched_epochs",
+    "curve_groups",
+    "course_data",
+    "course_runs",
+    "pretrained_encoder",
+    "run_study",
+    "study_dir",
+]
+
+# arm -> the pretraining it starts from (PretrainConfig changes), or the weights it loads directly
+ARMS: dict[str, dict] = {
+    "scratch": {"weights": "random"},
+    "imagenet": {"weights": "imagenet"},
+    "spark": {"pretrain": {"masking": "sparse", "encoder_weights": "random"}},
+    "imagenet+spark": {"pretrain": {"masking": "sparse", "encoder_weights": "imagenet"}},
+    "zero-out": {"pretrain": {"masking": "zero-out", "encoder_weights": "random"}},
+}
+MATCHED = "scratch (compute-matched)"
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One fine-tune run of the study (finished once its ``evaluation.json`` exists)."""
+
+    arm: str
+    label_fraction: float
+    epochs: int
+    seed: int
+    pretrain_seed: int | None
+    run_dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "evaluation.json").is_file()
+
+    @property
+    def evaluation(self) -> dict:
+        if not self.done:
+            raise DataError(
+                f"{self.run_dir / 'evaluation.json'} is missing: the run did not finish. Run the "
+                "study again (finished runs are reused, this one resumes)."
+            )
+        return json.loads((self.run_dir / "evaluation.json").read_text())
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation["rows"]["model"]
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm}, {100 * self.label_fraction:g}% labels"
+
+
+def study_dir(profile: Profile, data: str | os.PathLike) -> Path:
+    """``runs/study-<profile>-<hash of the fine-tune and pretraining settings and the data>``."""
+    settings = {
+        "finetune": dataclasses.asdict(profile.finetune),
+        "pretrain": dataclasses.asdict(profile.pretrain),
+        "data": str(Path(data).resolve()),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return runs_dir() / f"study-{profile.name}-{digest}"
+
+
+def course_data(profile: Profile, data: str | os.PathLike | None = None, *, progress=True) -> Path:
+    """The labelled file the course trains on: ``data``, else ``$DEPTHLIB_DATASET`` (what
+    ``reproduce --data`` sets for the notebooks), else the profile's rooms set."""
+    from depthlib.data.rooms import rooms_for_profile
+
+    chosen = data if data is not None else os.environ.get(DATASET_ENV)
+    return Path(chosen) if chosen else rooms_for_profile(profile, progress=progress)
+
+
+def _check_same_encoder(profile: Profile) -> None:
+    pre, fine = profile.pretrain, profile.finetune
+    if (pre.encoder, pre.encoder_depth) != (fine.encoder, fine.encoder_depth):
+        raise ConfigError(
+            f"Profile {profile.name!r} pretrains {pre.encoder} with encoder_depth "
+            f"{pre.encoder_depth} but fine-tunes {fine.encoder} with encoder_depth "
+            f"{fine.encoder_depth}; a pretrained encoder only transfers when both match."
+        )
+
+
+def pretrained_encoder(
+    profile: str | Profile | None,
+    data: str | os.PathLike | None = None,
+    arm: str = "spark",
+    seed: int = 0,
+    *,
+    progress: bool = True,
+) -> Path:
+    """The encoder file of ``arm``'s pretraining with ``seed``, pretrained now unless a finished
+    run exists. Unlabelled images: the rooms generator (a seed of its own) when ``data`` is the
+    rooms set, else the labelled file's train RGB (for real NYU the in-domain images at hand)."""
+    from depthlib.data.rooms import is_rooms_file
+    from depthlib.jobs.pretrain import ENCODER_FILENAME, pretrain
+
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    _check_same_encoder(prof)
+    if "pretrain" not in ARMS.get(arm, {}):
+        raise ConfigError(f"{arm!r} is not a pretrained arm; choose one of {_pretrained_arms()}.")
+    data_path = course_data(prof, data, progress=progress)
+    run_dir = study_dir(prof, data_path) / "pretrain" / f"{arm}-seed{seed}"
+    if (run_dir / ENCODER_FILENAME).is_file():
+        return run_dir / ENCODER_FILENAME
+    source = "rooms" if is_rooms_file(data_path) else data_path
+    changes = ARMS[arm]["pretrain"] | {"seed": seed}
+    result = pretrain(source, prof, out=run_dir, resume=True, progress=progress, **changes)
+    if result.encoder_path is None:
+        raise DataError(
+            f"Pretraining in {run_dir} stopped early ({result.train.stop_reason}); run the study "
+            "again to resume it."
+        )
+    return result.encoder_path
+
+
+def _pretrained_arms() -> list[str]:
+    return [name for name, arm in ARMS.items() if "pretrain" in arm]
+
+
+def _run_dir(root: Path, arm: str, fraction: float, epochs: int, seed: int) -> Path:
+    name = "scratch" if arm == MATCHED else arm
+    return root / f"{name}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}"
+
+
+def step_seconds(run_dir: Path) -> float:
+    """Training-step time of a finished run: the sum of its epochs' step time (no validation)."""
+    from depthlib.train.runlog import read_run_rows
+
+    _, rows = read_run_rows(run_dir)
+    return float(sum(row["epoch_time_s"] for row in rows))
+
+
+def compute_matched_epochs(epochs: int, pretrain_s: float, finetune_epoch_s: float) -> int:
+    """Fine-tune epochs that give scratch the compute of pretraining + ``epochs`` epochs: the
+    pretraining's training-step time converted into fine-tune epochs (rounded)."""
+    if finetune_epoch_s <= 0 or pretrain_s < 0:
+        raise ConfigError(f"need measured step times, got {pretrain_s} s and {finetune_epoch_s} s.")
+    return int(epochs + round(pretrain_s / finetune_epoch_s))
+
+
+def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: int) -> int:
+    """Measured once per study and label fraction, then kept in ``compute_match.json`` (a timing
+    measured again would move the matched runs to another epoch count)."""
+    path = root / "compute_match.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"labels{100 * fraction:g}-epochs{epochs}"
+    if key not in known:
+        scratch = [
+            r for r in runs if (r.arm, r.label_fraction, r.epochs) == ("scratch", fraction, epochs)
+        ]
+        spark = sorted({r.pretrain_seed for r in runs if r.arm == "spark"})
+        if not scratch or not spark:
+            raise ConfigError("compute matching needs the scratch and spark arms in the study.")
+        per_epoch = sum(step_seconds(r.run_dir) for r in scratch) / (len(scratch) * epochs)
+        pre = [step_seconds(root / "pretrain" / f"spark-seed{p}") for p in spark]
+        pretrain_s = sum(pre) / len(pre)
+        known[key] = {
+            "pretrain_step_s": round(pretrain_s, 1),
+            "finetune_epoch_step_s": round(per_epoch, 2),
+            "epochs": compute_matched_epochs(epochs, pretrain_s, per_epoch),
+        }
+        atomic_write_text(path, to_json(known))
+    return int(known[key]["epochs"])
+
+
+def run_study(
+    profile: str | Profile | None = None,
+    data: str | os.PathLike | None = None,
+    study: StudyConfig | None = None,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> list[StudyRun]:
+    """Run (or reuse) every fine-tune of ``study`` (default: ``profile.study``, the lean version
+    ``reproduce`` runs): the main table (arms x label fractions x seeds at ``epochs``), the
+    budget sweep (``sweep_arms`` x ``sweep_epochs`` x ``sweep_seeds`` at ``sweep_fraction``) and,
+    if asked, compute-matched scratch runs. Returns them, main table first."""
+    from depthlib.jobs.finetune import finetune
+
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    st = study or prof.study
+    unknown = [a for a in (*st.arms, *st.sweep_arms) if a not in ARMS]
+    if unknown or not st.arms or not st.seeds or not st.label_fractions:
+        raise ConfigError(
+            f"A study needs arms from {list(ARMS)}, seeds and label fractions; got {st}."
+        )
+    if any("pretrain" in ARMS[a] for a in (*st.arms, *st.sweep_arms)):
+        _check_same_encoder(prof)
+    data_path = course_data(prof, data, progress=progress)
+    root = study_dir(prof, data_path)
+    plan = [(a, f, st.epochs, s) for f in st.label_fractions for a in st.arms for s in st.seeds]
+    plan += [(a, st.sweep_fraction, e, s) for e in st.sweep_epochs for a in st.sweep_arms
+             for s in st.sweep_seeds]  # fmt: skip
+    runs = [
+        _run(prof, data_path, root, st, *p, finetune, progress, echo) for p in dict.fromkeys(plan)
+    ]
+    if st.compute_matched:
+        for fraction in st.label_fractions:
+            matched = _matched_epochs(root, runs, fraction, st.epochs)
+            for seed in st.seeds:
+                run = _run(prof, data_path, root, st, "scratch", fraction, matched, seed, finetune,
+                           progress, echo)  # fmt: skip
+                runs.append(dataclasses.replace(run, arm=MATCHED))
+    return runs
+
+
+def _run(
+    prof, data_path, root, st, arm, fraction, epochs, seed, finetune, progress, echo
+) -> StudyRun:
+    pretrain_seed = (
+        st.pretrain_seeds[seed % len(st.pretrain_seeds)] if "pretrain" in ARMS[arm] else None
+    )
+    run = StudyRun(arm, float(fraction), int(epochs), int(seed), pretrain_seed,
+                   _run_dir(root, arm, fraction, epochs, seed))  # fmt: skip
+    if not run.done:
+        weights = ARMS[arm].get("weights")
+        if weights is None:
+            weights = str(
+                pretrained_encoder(prof, data_path, arm, pretrain_seed, progress=progress)
+            )
+        echo(f"fine-tune {run.label}, {epochs} epochs, seed {seed} -> {run.run_dir.name}")
+        finetune(data_path, prof, out=run.run_dir, resume=True, encoder_weights=weights,
+                 label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
+    return run
+
+
+def course_runs(
+    profile: str | Profile | None = None, data=None, arms: Sequence[str] = ("scratch", "spark", "imagenet"),
+    *, progress: bool = True,
+) -> dict[str, Path]:  # fmt: skip
+    """The models the course looks at: ``{arm: run folder}`` with all labels, the study's first
+    seed and main budget (trained now unless the study already made them)."""
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    lean = dataclasses.replace(prof.study, arms=tuple(arms), label_fractions=(1.0,),
+                               seeds=prof.study.seeds[:1], sweep_epochs=(), compute_matched=False)  # fmt: skip
+    return {run.arm: run.run_dir for run in run_study(prof, data, lean, progress=progress)}
+
+
+def curve_groups(runs: Sequence[StudyRun]) -> dict[str, list[Path]]:
+    """Run folders grouped by "arm, labels" (one budget each) — the input of
+    :func:`depthlib.viz.training.plot_learning_curves`."""
+    groups: dict[str, list[Path]] = {}
+    for run in sorted(runs, key=lambda r: (-r.label_fraction, list(ARMS).index(r.arm)
+                                           if r.arm in ARMS else 99, r.epochs, r.seed)):  # fmt: skip
+        groups.setdefault(f"{run.label}, {run.epochs} epochs", []).append(run.run_dir)
+    return groups

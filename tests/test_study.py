@@ -1,0 +1,175 @@
+"""The study: every arm runs in the quick profile, runs are paired and reused, compute matching
+follows measured step times, the bootstrap has known answers, the results file round-trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from depthlib.course.statistics import (
+    bootstrap_ci,
+    budget_curves,
+    format_study_table,
+    load_results,
+    paired_verdict,
+    results_record,
+    summarize,
+    write_results,
+)
+from depthlib.course.study import (
+    ARMS,
+    MATCHED,
+    compute_matched_epochs,
+    course_runs,
+    run_study,
+    study_dir,
+)
+from depthlib.errors import ConfigError, DataError
+from depthlib.profiles import StudyConfig, get_profile
+from depthlib.viz.training import plot_budget_sweep
+
+QUICK = get_profile("quick")
+FULL = StudyConfig(
+    arms=tuple(ARMS), seeds=(0, 1), pretrain_seeds=(0, 1), epochs=1, sweep_epochs=(2,),
+    sweep_seeds=(0,), compute_matched=True,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEPTHLIB_RUNS", str(root / "runs"))
+        mp.setenv("DEPTHLIB_DATA", str(root / "data"))
+        mp.delenv("DEPTHLIB_DATASET", raising=False)
+        runs = run_study(QUICK, study=FULL, progress=False, echo=lambda _: None)
+        yield root, runs, mp
+
+
+def test_the_quick_study_runs_every_arm_paired_and_scored(study):
+    _, runs, _ = study
+    main = [r for r in runs if r.epochs == 1 and r.arm != MATCHED]
+    assert {(r.arm, r.label_fraction, r.seed) for r in main} == {
+        (a, f, s) for a in ARMS for f in (1.0, 0.1) for s in (0, 1)
+    }
+    assert {r.arm for r in runs if r.epochs == 2} >= {"scratch", "spark", "imagenet"}
+    assert {r.pretrain_seed for r in main if r.arm == "spark"} == {0, 1}  # seed k -> k % 2
+    assert all(r.pretrain_seed is None for r in main if r.arm in ("scratch", "imagenet"))
+    for run in runs:
+        assert 0 <= run.metrics["delta1"] <= 1 and run.metrics["abs_rel"] > 0
+    # paired: the same seed gives every arm the same label subset
+    meta = {}
+    for r in main:
+        config = json.loads((r.run_dir / "checkpoints" / "epoch_0001" / "meta.json").read_text())
+        meta[(r.arm, r.label_fraction, r.seed)] = config["run_config"]
+    for f in (1.0, 0.1):
+        for s in (0, 1):
+            assert len({meta[(a, f, s)]["n_train"] for a in ARMS}) == 1
+    zero_out = meta[("zero-out", 1.0, 0)]["finetune"]["encoder_weights"]
+    assert "pretrain/zero-out-seed0" in zero_out
+    matched = [r for r in runs if r.arm == MATCHED]
+    assert len(matched) == 4 and all(r.epochs >= 1 for r in matched)
+    match = json.loads((runs[0].run_dir.parent / "compute_match.json").read_text())
+    assert match["labels10-epochs1"]["epochs"] == matched[-1].epochs
+
+
+def test_finished_runs_are_reused_and_other_settings_get_another_folder(study):
+    root, runs, mp = study
+    said = []
+    again = run_study(QUICK, study=FULL, progress=False, echo=said.append)
+    assert said == [] and [r.run_dir for r in again] == [r.run_dir for r in runs]
+    lean = course_runs(QUICK, progress=False)
+    assert list(lean) == ["scratch", "spark", "imagenet"]
+    assert lean["spark"] == next(r.run_dir for r in runs if (r.arm, r.seed, r.label_fraction,
+                                 r.epochs) == ("spark", 0, 1.0, 1))  # fmt: skip
+    data = runs[0].evaluation["data"]
+    longer = QUICK.with_(finetune=dataclasses.replace(QUICK.finetune, lr=1e-4))
+    assert study_dir(QUICK, data) == runs[0].run_dir.parent
+    assert study_dir(longer, data) != study_dir(QUICK, data)
+
+
+def test_tables_and_verdicts_read_the_runs(study):
+    _, runs, _ = study
+    rows = summarize([r for r in runs if r.epochs == 1])
+    assert {r["arm"] for r in rows} >= set(ARMS) | {"mean-depth baseline"}
+    table = format_study_table(rows)
+    assert "| 100% | spark | 1 | 2 |" in table and "± " in table
+    verdict = paired_verdict(runs, "spark", label_fraction=1.0, epochs=1)
+    assert verdict["seeds"] == [0, 1] and "95% CI" in verdict["summary"]
+    with pytest.raises(ConfigError, match="budgets"):
+        paired_verdict(runs, "spark", label_fraction=0.1)  # 1 and 2 epochs: say which
+
+
+def test_compute_matching_picks_epochs_from_measured_step_times():
+    assert compute_matched_epochs(5, pretrain_s=120.0, finetune_epoch_s=12.0) == 15
+    assert compute_matched_epochs(5, pretrain_s=124.0, finetune_epoch_s=10.0) == 17  # 12.4 -> 12
+    assert compute_matched_epochs(10, pretrain_s=0.0, finetune_epoch_s=10.0) == 10
+    with pytest.raises(ConfigError, match="measured step times"):
+        compute_matched_epochs(5, 100.0, 0.0)
+
+
+def test_bootstrap_interval_has_known_answers():
+    assert bootstrap_ci([0.3] * 8) == (0.3, 0.3, 0.3)
+    # two values 0 and 2: resampled means are 0, 1, 2 with chances 1/4, 1/2, 1/4
+    mean, low, high = bootstrap_ci([0.0, 2.0], n_boot=20_000)
+    assert (mean, low, high) == (1.0, 0.0, 2.0)
+    mean, low, high = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0], confidence=0.5, n_boot=20_000)
+    assert mean == 3.0 and 2.3 < low < 2.8 and 3.2 < high < 3.7  # ±0.67 σ/√n around 3
+    assert bootstrap_ci([1, 2, 3], seed=1) == bootstrap_ci([1, 2, 3], seed=1)
+    with pytest.raises(DataError):
+        bootstrap_ci([math.nan])
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a verdict reads from a run."""
+
+    arm: str
+    seed: int
+    metrics: dict
+    label_fraction: float = 0.1
+    epochs: int = 5
+
+
+def _fake(arm, seed, abs_rel, delta1):
+    return _Run(arm, seed, {"abs_rel": abs_rel, "delta1": delta1, "rmse": 1.0, "dbe_comp": 2.0})
+
+
+def test_verdict_reads_the_interval_in_the_metrics_direction():
+    runs = [_fake("scratch", s, 0.20, 0.70) for s in range(5)]
+    runs += [_fake("spark", s, 0.18 - 0.001 * s, 0.72) for s in range(5)]  # lower AbsRel: better
+    runs += [_fake("zero-out", s, 0.20 + (0.01 if s % 2 else -0.01), 0.70) for s in range(5)]
+    v = paired_verdict(runs, "spark", label_fraction=0.1, metrics=("abs_rel", "delta1"))
+    assert v["metrics"]["abs_rel"]["verdict"] == "better" and v["metrics"]["abs_rel"]["gain"] > 0
+    assert v["metrics"]["delta1"]["verdict"] == "better"
+    v = paired_verdict(runs, "zero-out", label_fraction=0.1, metrics=("abs_rel",))
+    assert v["metrics"]["abs_rel"]["verdict"] == "no clear difference"
+    v = paired_verdict(runs[:5] + runs[5:6], "spark", label_fraction=0.1, metrics=("abs_rel",))
+    assert v["metrics"]["abs_rel"]["verdict"] == "too few paired seeds"
+
+
+def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
+    _, runs, _ = study
+    record = results_record(runs, QUICK, FULL, {"commit": "abc"})
+    path = write_results(tmp_path / "study.json", record)
+    loaded, stored = load_results(path, QUICK, FULL)
+    assert loaded["settings_hash"] == record["settings_hash"] and len(stored) == len(runs)
+    assert [s.metrics for s in stored] == [r.metrics for r in runs]
+    assert summarize(stored) == summarize(runs)  # tables read the same from the file
+    record["pretraining"] = {"spark-seed0": {"step_s": 100.0}, "spark-seed1": {"step_s": 100.0}}
+    curves = budget_curves(record, stored, "delta1", 0.1)
+    assert set(curves) == {"scratch", "spark", "imagenet"}
+    assert [p[0] for p in curves["spark"]] == [1, 2]  # the main budget, then the sweep's
+    spark_compute, scratch_compute = curves["spark"][0][3], curves["scratch"][0][3]
+    assert spark_compute == pytest.approx(scratch_compute + 100.0, abs=scratch_compute)
+    fig = plot_budget_sweep(curves)
+    left = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines}
+    assert left["spark"] == [1.0, 2.0]
+    other = dataclasses.replace(FULL, seeds=(0, 1, 2))
+    with pytest.raises(ConfigError, match="made under other settings"):
+        load_results(path, QUICK, other)
+    with pytest.raises(DataError, match="No study results"):
+        load_results(tmp_path / "missing.json")
