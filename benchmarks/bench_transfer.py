@@ -42,7 +42,7 @@ FULL = {
     "cpu": StudyConfig(
         arms=tuple(ARMS), label_fractions=(1.0, 0.1), seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1),
         epochs=5, sweep_arms=("scratch", "spark", "imagenet"), sweep_fraction=0.1,
-        sweep_epochs=(10, 20, 40), sweep_seeds=(0, 1, 2), compute_matched=True,
+        sweep_epochs=(20,), sweep_seeds=(0, 1, 2), compute_matched=True,
     ),
     "quick": StudyConfig(
         arms=tuple(ARMS), seeds=(0, 1), pretrain_seeds=(0, 1), epochs=1,

@@ -98,7 +98,11 @@ def _add_info(sub) -> None:
 def _run_info(args) -> int:
     from depthlib.data.info import format_summary, summarize
 
-    print(format_summary(summarize(args.path, max_images=args.max_images)))
+    summary = summarize(args.path, max_images=args.max_images)
+    print(format_summary(summary))
+    if summary.get("split_warning"):  # the file prints, but training on it would fail
+        print(f"depthlib info: {summary['split_warning']}", file=sys.stderr)
+        return 2
     return 0
 
 

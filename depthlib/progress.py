@@ -31,7 +31,7 @@ def write(message: str) -> None:
     if _live():
         tqdm.write(message)
     else:
-        print(message, file=sys.stderr, flush=True)
+        print(message, flush=True)
 
 
 class LineBar:
@@ -78,7 +78,7 @@ class LineBar:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def write(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print(message, flush=True)  # messages on stdout, like tqdm.write; bars on stderr
 
     def close(self) -> None:
         if self.total and self.n < self.total and self.n > self.start_n:

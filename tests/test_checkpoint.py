@@ -1,7 +1,6 @@
 """Checkpoint folders: atomic writes, weights_only loading, pickle refusal, mismatches, retention."""
 
 import json
-import os
 import pickle
 import random
 
@@ -264,15 +263,17 @@ def test_retention_drops_old_epochs_and_superseded_step_checkpoints(tmp_path):
     }
 
 
-def test_unwritable_folder_is_a_config_error(tmp_path):
-    (tmp_path / "file").write_text("x")
+def test_unwritable_folder_is_a_config_error(tmp_path, read_only_dir):
+    (tmp_path / "file").write_text("x")  # under a regular file mkdir fails, even for root
     with pytest.raises(ConfigError, match="Choose a folder you can write to"):
         ensure_writable_dir(tmp_path / "file" / "run")
-    if os.geteuid() != 0:  # root ignores permissions
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        with pytest.raises(ConfigError, match="Cannot write"):
-            ensure_writable_dir(locked)
+    with pytest.raises(
+        ConfigError, match=r"Cannot write to the output folder .*locked \(Permission"
+    ):
+        ensure_writable_dir(read_only_dir)
+    assert list(read_only_dir.iterdir()) == []
+    assert ensure_writable_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert list((tmp_path / "new" / "run").iterdir()) == []  # the probe file is removed
 
 
 def test_build_model_rebuilds_allowed_classes_only(tmp_path):

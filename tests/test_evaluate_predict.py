@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from depthlib.cli import main
 from depthlib.data.folders import read_depth_png
-from depthlib.data.nyu import write_labeled, write_splits
+from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
 from depthlib.data.rooms import synthesize
 from depthlib.depth.encoders import save_encoder_weights
-from depthlib.depth.metrics import METRIC_NAMES
+from depthlib.depth.metrics import METRIC_NAMES, compute_metrics
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import CheckpointError, ConfigError, DataError
 from depthlib.jobs.evaluate import evaluate
@@ -71,6 +72,87 @@ def test_evaluate_checkpoint_gives_model_and_baseline_rows(rooms, run_dir, tmp_p
     assert "| train mean depth map |" in result["table"]
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["rows"]["model"]["abs_rel"] == pytest.approx(result["rows"]["model"]["abs_rel"])
+
+
+ODD = (37, 45)  # the network input: no side a multiple of 32
+
+
+@pytest.fixture(scope="module")
+def indexed_set(tmp_path_factory):
+    """7 images of 37x45 whose blue channel encodes the file index (20 * i), with depth
+    1 + 0.1 x + 0.05 y + 0.3 i (a ramp along both axes, so a flip changes it) and two holes per
+    image at asymmetric spots; train = 0, 1; test = 2..6 (five: batches of 2 leave one over)."""
+    n, (h, w) = 7, ODD
+    rgb = np.zeros((n, h, w, 3), np.uint8)
+    rgb[..., 0] = np.arange(w, dtype=np.uint8) * 5  # position-dependent red, ignored by the stubs
+    rgb[..., 2] = (np.arange(n, dtype=np.uint8) * 20)[:, None, None]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = 1.0 + 0.1 * x + 0.05 * y + 0.3 * np.arange(n, dtype=np.float32)[:, None, None]
+    depth[:, 3, 5] = 0.0
+    depth[np.arange(n), 30, np.arange(n) + 10] = 0.0
+    path = write_labeled(tmp_path_factory.mktemp("indexed") / "indexed.mat", rgb, depth)
+    write_splits(path.with_name("indexed_splits.mat"), [0, 1], [2, 3, 4, 5, 6])
+    return path, depth
+
+
+class IndexedDepth(nn.Module):
+    """A stub depth model: reads the file index from the blue channel and returns that image's
+    ground truth times ``scale`` (plus ``offset``), at the input's size (B, 1, H, W)."""
+
+    def __init__(self, depths, scale=1.0, offset=None):
+        super().__init__()
+        self.depths = torch.from_numpy(np.asarray(depths, np.float32))
+        self.scale, self.offset = scale, offset
+        self.calls = []
+
+    def predict(self, images):
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, *ODD)
+        index = images[:, 2, 0, 0].long() // 20
+        self.calls.append(index.tolist())
+        depth = self.depths[index] * self.scale
+        if self.offset is not None:
+            depth = depth + torch.from_numpy(self.offset)
+        return depth[:, None]
+
+
+def expected_row(model, path):
+    """The per-image mean of compute_metrics on the maps the stub returns for the test split."""
+    test = NYULabeled(path, split="test")
+    rows = []
+    for i in range(len(test)):
+        s = test[i]
+        image = torch.from_numpy(s["rgb"]).permute(2, 0, 1)[None]
+        rows.append(compute_metrics(model.predict(image)[0, 0], s["depth"], s["valid"]))
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRIC_NAMES}
+
+
+def test_evaluate_scores_exactly_what_the_model_predicts(indexed_set):
+    path, depths = indexed_set
+    kw = {"input_size": ODD, "batch_size": 2, "baselines": False, "progress": False}
+    oracle = IndexedDepth(depths)
+    row = evaluate(oracle, path, **kw)["rows"]["model"]
+    assert oracle.calls == [[2, 3], [4, 5], [6]]  # every test image once, in order
+    assert row["n_images"] == 5 and row["n_skipped"] == 0
+    assert row["abs_rel"] == 0.0 and row["rmse"] == 0.0 and row["sq_rel"] == 0.0
+    assert row["delta1"] == row["delta2"] == row["delta3"] == 1.0
+
+    scaled = IndexedDepth(depths, scale=1.1)  # 10 % too far everywhere
+    row = evaluate(scaled, path, **kw)["rows"]["model"]
+    assert row["abs_rel"] == pytest.approx(0.1, rel=1e-6) and row["delta1"] == 1.0
+    assert row["rmse_log"] == pytest.approx(np.log(1.1), rel=1e-6)
+    assert row["silog"] == pytest.approx(0.0, abs=1e-3)  # a pure scale error
+    for key, value in expected_row(scaled, path).items():
+        assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+    # a ramp unrelated to the GT's own: every metric as compute_metrics gives it on those maps
+    h, w = ODD
+    ramp = np.linspace(-0.8, 1.2, w, dtype=np.float32)[None] * np.ones((h, 1), np.float32)
+    skewed = IndexedDepth(depths, scale=0.9, offset=ramp)
+    row = evaluate(skewed, path, **kw)["rows"]["model"]
+    expected = expected_row(skewed, path)
+    assert 0 < expected["delta1"] < 1 and expected["abs_rel"] > 0.05  # not a trivial case
+    for key, value in expected.items():
+        assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 def test_mean_depth_baseline_is_fitted_on_the_train_split(rooms):
@@ -144,6 +226,18 @@ def test_predict_unwritable_output_fails_before_any_work(run_dir, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="Cannot write to the output folder"):
         predict_paths(tmp_path, run_dir, blocker / "out", progress=False)
+
+
+def test_predict_read_only_output_fails_before_any_work(read_only_dir, monkeypatch):
+    import depthlib.jobs.predict as predict_job
+
+    def no_model(*args, **kw):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(predict_job, "Predictor", no_model)
+    with pytest.raises(ConfigError, match="Cannot write to the output folder .*locked"):
+        predict_paths(read_only_dir.parent, tiny_model(), read_only_dir, progress=False)
+    assert list(read_only_dir.iterdir()) == []
 
 
 def test_predict_missing_input_is_a_clear_error(run_dir, tmp_path):

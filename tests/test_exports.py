@@ -169,4 +169,4 @@ def test_info_reads_a_folder_export(exports, capsys):
     assert main(["info", str(bts)]) == 0
     out = capsys.readouterr().out
     assert "BTSFolder list of 18 pairs of 48x64" in out and "depth scale mm" in out
-    assert "holes 0.0%" not in out  # one hole per train image
+    assert summarize(bts)["raw_hole_fraction"] == pytest.approx(1 / (H * W))  # one per image

@@ -23,7 +23,7 @@ from depthlib.course.failure_regions import boundary_band, relief_detection, ren
 from depthlib.data.pools import unlabelled_rooms_seed
 from depthlib.data.rooms.generate import render_room
 from depthlib.data.rooms.scene import RoomKnobs
-from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline
+from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline, compute_metrics
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.predict import Predictor
@@ -93,8 +93,24 @@ def test_sweep_scores_every_model_on_each_rendered_room(tiny_model, constant):
     grouped = rows_by_model(rows)
     assert list(grouped) == ["net", "mean", "median"]
     assert all(len(r) == 4 for r in grouped.values())
+    seed = sweep_rooms_seed(0)
+    for value in (0.5, 1.0):  # each row holds the metrics of that model on that very room
+        for room in range(2):
+            scene = render_labelled_room(seed, room, *SIZE, RoomKnobs(size_scale=value))
+            gt, rgb = scene["depth"], scene["rgb"]
+            preds = {
+                "net": tiny_model.predict(rgb),
+                "mean": mean.predict(SIZE),
+                "median": constant.predict(SIZE),  # the histogram median, within 1 mm of 3
+            }
+            for name, pred in preds.items():
+                (r,) = [r for r in grouped[name] if r["value"] == value and r["room"] == room]
+                expected = compute_metrics(pred, gt)
+                for key in ("abs_rel", "delta1", "rmse"):
+                    assert r[key] == pytest.approx(expected[key], rel=1e-5), (name, key)
+                assert r["object_fraction"] == float((scene["objects"] >= 0).mean())
+                assert r["luminance"] == pytest.approx(rgb.mean() / 255)
     for r in rows:
-        assert 0 < r["abs_rel"] < 100 and 0 <= r["object_fraction"] <= 1
         assert math.isnan(r["detected"]) == (r["n_counted"] == 0)
     summary = sweep_summary(grouped["net"])
     assert [s["value"] for s in summary] == [0.5, 1.0]
@@ -174,7 +190,7 @@ def test_verdict_versus_a_baseline_removes_what_the_measure_does_alone():
 
 def test_verdict_bad_input():
     rows = _rows([0.3, 0.3], [0.2, 0.2])
-    with pytest.raises(ConfigError, match="dark, small, similar_colour"):
+    with pytest.raises(ConfigError, match="dark, dark_objects, small, similar_colour"):
         claim_verdict(rows, "blurry")
     with pytest.raises(DataError, match="values present"):
         claim_verdict(_rows([0.3], [0.2], reference=0.6), "dark")

@@ -209,8 +209,24 @@ def test_used_run_folder_without_resume_is_refused(rooms, tmp_path):
         run(rooms, tmp_path / "d", epochs=1)
 
 
-def test_bf16_autocast_trains_and_bad_precision_is_refused(rooms, tmp_path):
+def test_bf16_autocast_trains_and_bad_precision_is_refused(rooms, tmp_path, monkeypatch):
+    import depthlib.jobs.finetune as ft
+
+    seen = []  # (training?, dtype) of the first convolution's output, every forward pass
+    real_build = ft.build_model
+
+    def build_with_hook(cfg):
+        model = real_build(cfg)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, _, out: seen.append((m.training, out.dtype)))
+        return model
+
+    monkeypatch.setattr(ft, "build_model", build_with_hook)
     result = run(rooms, tmp_path / "bf", epochs=3, lr=3e-3, warmup_epochs=0.0, precision="bf16")
+    in_training = {dtype for training, dtype in seen if training}
+    in_validation = {dtype for training, dtype in seen if not training}
+    assert in_training == {torch.bfloat16}  # the forward pass really ran under bf16 autocast
+    assert in_validation == {torch.float32}  # validation stays float32
     losses = [row["train_loss"] for row in result.train.history]
     assert losses[-1] < losses[0] and load_checkpoint(result.run_dir).meta["run_config"]["bf16"]
     assert next(result.model.parameters()).dtype == torch.float32  # master weights stay fp32

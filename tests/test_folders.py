@@ -133,7 +133,10 @@ def test_eight_bit_depth_png_is_refused(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "c.png")
     Image.fromarray(np.full((H, W), 100, np.uint8)).save(tmp_path / "d.png")
     (tmp_path / "l.csv").write_text("c.png,d.png\n")
-    with pytest.raises(DataError, match="8-bit greyscale PNG; expected a 16-bit greyscale"):
+    with pytest.raises(
+        DataError,
+        match="8-bit greyscale PNG, but this list's depth scale 'mm' needs 16-bit greyscale",
+    ):
         DenseDepthFolder(tmp_path / "l.csv")
     Image.fromarray(rgb).save(tmp_path / "d.png")
     with pytest.raises(DataError, match="8-bit RGB PNG"):

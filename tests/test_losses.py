@@ -97,6 +97,25 @@ def test_gradient_matching_is_scale_free_and_zero_for_scaled_truth():
     assert gradient_matching_loss(pred * 3.0, gt, valid).item() == pytest.approx(g.item(), rel=1e-4)
 
 
+def test_gradient_matching_by_hand_on_3x3():
+    # R = ln p - ln g. x-neighbour |dR|: rows (1, 2), (0, 0), (2, 0) -> 5 / 6 over 6 pairs;
+    # y-neighbour |dR|: columns (0, 2), (1, 0), (3, 0) -> 6 / 6. Loss = mean of both = 11 / 12.
+    r = torch.tensor([[0.0, 1.0, 3.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]], dtype=torch.float64)
+    gt = torch.tensor([[2.0, 3.0, 1.5], [4.0, 2.5, 1.0], [3.5, 5.0, 2.0]], dtype=torch.float64)
+    pred = gt * torch.exp(r)
+    view = (1, 1, 3, 3)
+    loss = gradient_matching_loss(pred.view(view), gt.view(view), scales=1)
+    assert loss.item() == pytest.approx(11 / 12, rel=1e-9)
+    # Hole at (0, 2): the pairs touching it drop out. x: 1, 0, 0, 2, 0 -> 3 / 5;
+    # y: 0, 2, 1, 0, 0 -> 3 / 5 (column 2 keeps only rows 1-2). Loss 3 / 5.
+    valid = torch.ones(3, 3, dtype=torch.bool)
+    valid[0, 2] = False
+    holed = pred.clone()
+    holed[0, 2] = 1e-9  # whatever a hole holds
+    loss = gradient_matching_loss(holed.view(view), gt.view(view), valid.view(view), scales=1)
+    assert loss.item() == pytest.approx(3 / 5, rel=1e-9)
+
+
 def test_depth_loss_components_and_weights():
     pred, gt, valid = _batch(5)
     parts = DepthLoss(l1_weight=0.5, grad_weight=2.0).components(pred, gt, valid)

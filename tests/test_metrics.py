@@ -13,6 +13,7 @@ from depthlib.depth.metrics import (
     MedianDepthBaseline,
     MetricAccumulator,
     compute_metrics,
+    depth_errors,
     eigen_crop_mask,
     format_table,
 )
@@ -41,6 +42,17 @@ def test_peer_case_every_metric_by_hand():
     assert m["silog"] == pytest.approx(100 * math.sqrt(mean_e2 - mean_e**2))
     assert m["rmse_log"] == pytest.approx(0.250913, abs=1e-6)  # and as numbers, once
     assert m["silog"] == pytest.approx(11.0777, abs=1e-4)
+
+
+def test_delta_thresholds_are_strict_at_1_25_squared_and_cubed():
+    # 1.25**2 = 1.5625 and 1.25**3 = 1.953125 exactly in binary floating point.
+    assert 1.25**2 == 1.5625 and 1.25**3 == 1.953125
+    on_delta2 = depth_errors(np.array([1.0, 1.5625]), np.array([1.5625, 1.0]))  # both ways
+    assert (on_delta2["delta1"], on_delta2["delta2"], on_delta2["delta3"]) == (0.0, 0.0, 1.0)
+    on_delta3 = depth_errors(np.array([1.0]), np.array([1.953125]))
+    assert (on_delta3["delta1"], on_delta3["delta2"], on_delta3["delta3"]) == (0.0, 0.0, 0.0)
+    m = compute_metrics(np.array([[1.0, 1.0, 1.0]]), np.array([[1.5625, 1.953125, 1.2]]))
+    assert (m["delta1"], m["delta2"], m["delta3"]) == (1 / 3, 1 / 3, 2 / 3)
 
 
 def test_perfect_prediction_and_torch_input():

@@ -58,6 +58,33 @@ def test_predict_any_size_numpy_and_tensor(model):
     assert model.predict(np.zeros((2, 5, 7, 3), np.uint8)).shape == (2, 5, 7)  # pad > size
 
 
+class EchoFirstChannel(DepthUNetPlusPlus):
+    """forward returns the normalised input's first channel: an output that depends on position,
+    so predict must hand back exactly the input's channel, read at the right offset."""
+
+    def forward(self, x):
+        self.seen = x.clone()
+        return x[:, :1]
+
+
+@pytest.mark.parametrize(
+    ("size", "mode"),
+    [((37, 53), "reflect"), ((64, 45), "reflect"), ((10, 12), "replicate")],  # pad >= size
+)
+def test_predict_crops_the_padding_at_its_true_offset(size, mode):
+    echo = EchoFirstChannel("resnet18", decoder_channels=(8,) * 5)
+    h, w = size
+    rgb = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, h, w), dtype=np.uint8))
+    x = normalize(rgb.float() / 255.0)
+    out = echo.predict(rgb)
+    assert out.shape == (2, 1, h, w) and torch.equal(out, x[:, :1])
+    ph, pw = (-h) % 32, (-w) % 32
+    padded = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode)
+    assert echo.seen.shape[-2:] == (h + ph, w + pw) and torch.equal(echo.seen, padded)
+    single = echo.predict(rgb[0].permute(1, 2, 0).numpy())  # the numpy (H, W, 3) path
+    np.testing.assert_array_equal(single, x[0, 0].numpy())
+
+
 def test_predict_equals_forward_when_no_padding_and_restores_mode():
     model = tiny_model(1)
     model.train()

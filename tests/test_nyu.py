@@ -22,12 +22,13 @@ H, W = 6, 10  # non-square on purpose: a swapped H/W cannot go unnoticed
 
 
 def marked_images(n=4):
-    """Asymmetric content: red top-left block, depth ramp along x, image number in the blue channel."""
+    """Asymmetric content: red top-left block, image number in the blue channel, and depth
+    1 + 0.5 x + 0.1 y + 0.01 n, a ramp along both axes, so any flip or transpose changes it."""
     rgb = np.zeros((n, H, W, 3), np.uint8)
     rgb[:, :2, :3, 0] = 255
     rgb[:, :, :, 2] = np.arange(n, dtype=np.uint8)[:, None, None] * 10
-    ramp = np.linspace(1.0, 5.5, W, dtype=np.float32)
-    depth = np.broadcast_to(ramp, (n, H, W)).copy()
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    depth = np.broadcast_to(1.0 + 0.5 * x + 0.1 * y, (n, H, W)).copy()
     depth += np.arange(n, dtype=np.float32)[:, None, None] * 0.01
     return rgb, depth
 
@@ -36,8 +37,8 @@ def marked_images(n=4):
 def labeled(tmp_path):
     rgb, depth = marked_images()
     raw = depth.copy()
-    raw[:, -1, -1] = 0.0  # a hole in the bottom-right corner
-    raw[:, 0, -1] = np.nan
+    raw[:, -1, -1] = 0.0  # one hole, in the bottom-right corner: no mirror image of it is a hole
+    raw[:, 1, 2] = np.nan  # and a NaN off every symmetry axis (row 1 of 6, column 2 of 10)
     path = write_labeled(tmp_path / "set.mat", rgb, depth, raw)
     write_splits(tmp_path / "splits.mat", [0, 2], [1, 3])
     return path, rgb, depth
@@ -66,18 +67,25 @@ def test_reader_orientation_and_units(labeled):
     assert s["valid"].dtype == bool and s["valid"].all()
     assert s["rgb"][0, 0, 0] == 255 and s["rgb"][0, -1, 0] == 0 and s["rgb"][-1, 0, 0] == 0
     assert s["rgb"][0, 0, 2] == 10  # image number 1
+    # corners of 1 + 0.5 x + 0.1 y + 0.01 (image 1): each names its own corner
     assert s["depth"][0, 0] == pytest.approx(1.01) and s["depth"][0, -1] == pytest.approx(5.51)
-    assert np.all(np.diff(s["depth"], axis=1) > 0) and np.all(np.diff(s["depth"], axis=0) == 0)
+    assert s["depth"][-1, 0] == pytest.approx(1.51) and s["depth"][-1, -1] == pytest.approx(6.01)
+    assert np.all(np.diff(s["depth"], axis=1) > 0) and np.all(np.diff(s["depth"], axis=0) > 0)
+    np.testing.assert_array_equal(s["depth"], depth[1])
+    np.testing.assert_array_equal(s["rgb"], rgb[1])
     assert s["index"] == 1 and s["name"] == "00001"
 
 
 def test_raw_depth_holes_are_invalid_zero(labeled):
     path, _, depth = labeled
     s = NYULabeled(path, split="all", depth="raw")[0]
-    assert not s["valid"][-1, -1] and not s["valid"][0, -1]
-    assert s["depth"][-1, -1] == 0 and s["depth"][0, -1] == 0
-    assert s["valid"].sum() == H * W - 2
-    np.testing.assert_array_equal(s["depth"][s["valid"]], depth[0][s["valid"]])
+    expected_valid = np.ones((H, W), bool)
+    expected_valid[-1, -1] = expected_valid[1, 2] = False  # the bottom-right hole and the NaN
+    np.testing.assert_array_equal(s["valid"], expected_valid)
+    assert s["depth"][-1, -1] == 0 and s["depth"][1, 2] == 0
+    for mirror in ((0, -1), (-1, 0), (0, 0), (4, 2), (1, 7)):  # where a flipped read puts them
+        assert s["valid"][mirror] and s["depth"][mirror] == depth[0][mirror]
+    np.testing.assert_array_equal(s["depth"], np.where(expected_valid, depth[0], 0))
 
 
 def test_splits_are_one_based_in_file_zero_based_in_reader(labeled, tmp_path):

@@ -13,6 +13,7 @@ from depthlib.cli import main
 from depthlib.data.nyu import write_labeled, write_splits
 from depthlib.data.pools import (
     UNLABELLED_SEED_OFFSET,
+    StreamedImages,
     fit_to_size,
     folder_pool,
     labeled_pool,
@@ -87,19 +88,33 @@ def test_empty_or_unreadable_folder_and_missing_path_are_data_errors(tmp_path):
         load_image_pool("rooms", (32, 32), None, rooms_seed=1, progress=False)
 
 
-def test_preloading_too_much_is_refused_before_reading(tmp_path):
+def test_a_folder_too_large_to_preload_is_streamed_and_rooms_are_refused(tmp_path):
     folder = image_folder(tmp_path / "imgs")
+    pool = folder_pool(folder, (32, 64), progress=False, max_preload_bytes=1000)
+    assert pool.images is None and len(pool) == 5 and pool.size == (32, 64)
+    first = pool.first(2)
+    assert first.shape == (2, 3, 32, 64) and first.dtype == torch.uint8
+    streamed = StreamedImages(pool.files, pool.size, seed=3)
+    item = streamed[1]
+    assert torch.equal(item["rgb"], first[1]) and item["seed"] == streamed[1]["seed"]
+    streamed.set_epoch(1)
+    assert streamed[1]["seed"] != item["seed"]  # new crops and masks each epoch
     with pytest.raises(ConfigError, match="Preloading 5 images"):
-        folder_pool(folder, (32, 64), progress=False, max_preload_bytes=1000)
+        rooms_pool(5, (32, 64), 0, progress=False, max_preload_bytes=1000)
 
 
 def test_fit_to_size_centre_crops_to_the_aspect_then_resizes():
     rgb = np.zeros((40, 100, 3), np.uint8)
-    rgb[:, :10] = 255  # a white band at the left edge: outside the centred 40x80 window
+    rgb[:, :10] = 255  # white bands at both edges: outside the centred 40x80 window
+    rgb[:, 90:] = 255
+    rgb[:, 10:90, 0] = np.arange(80, dtype=np.uint8)  # a ramp inside it: 0 .. 79 in red
     out = fit_to_size(rgb, (32, 64))
-    assert out.shape == (32, 64, 3) and out.max() == 0
-    same = fit_to_size(rgb[:, 10:90], (40, 80))
-    assert np.array_equal(same, rgb[:, 10:90])
+    assert out.shape == (32, 64, 3) and out[..., 1:].max() == 0  # no band pixel made it
+    assert out[0, 0, 0] <= 2 and out[0, -1, 0] >= 77  # the ramp spans the whole output
+    same = fit_to_size(rgb, (40, 80))  # no resize needed: exactly the centred window
+    np.testing.assert_array_equal(same, rgb[:, 10:90])
+    tall = fit_to_size(rgb.transpose(1, 0, 2), (80, 40))  # the same, cropping rows
+    np.testing.assert_array_equal(tall, rgb[:, 10:90].transpose(1, 0, 2))
 
 
 def test_rooms_pool_uses_its_own_seed_and_matches_the_generator_cached_or_not(tmp_path):

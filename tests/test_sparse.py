@@ -101,14 +101,42 @@ def test_macs_scale_with_visible_fraction():
     assert sparse_conv_macs(weight, active) / dense == pytest.approx(float(mask.float().mean()))
 
 
-def test_measure_sparse_vs_dense_small():
-    rows = measure_sparse_vs_dense(8, 16, 2, (0.5, 0.75), patch=4, repeats=1, num_threads=1)
-    assert [r["ratio"] for r in rows] == [0.5, 0.75]
+def test_measure_sparse_vs_dense_small(monkeypatch):
+    import depthlib.course.sparse_reference as reference
+
+    calls = []
+
+    def known_times(functions, repeats):  # seconds per run: dense 4, 2, 2.4 ms; sparse 1, 1.8, 0.5
+        assert repeats == 3 and [f.__name__ for f in functions] == ["masked_dense", "sparse"]
+        calls.append(repeats)
+        return [[0.004, 0.002, 0.0024], [0.001, 0.0018, 0.0005]]
+
+    monkeypatch.setattr(reference, "_interleaved_times", known_times)
+    rows = measure_sparse_vs_dense(8, 16, 2, (0.5, 0.75), patch=4, repeats=3, num_threads=1)
+    assert [r["ratio"] for r in rows] == [0.5, 0.75] and calls == [3, 3]
     for row in rows:
         assert row["macs_fraction"] == pytest.approx(row["visible"])
         assert row["max_abs_diff"] <= 1e-5
-        assert row["dense_ms"] > 0 and row["sparse_ms"] > 0
-    assert len(markdown_table(rows).splitlines()) == 4
+        assert row["dense_gmacs"] == pytest.approx(2 * 16 * 16 * 8 * 8 * 9 / 1e9)  # B H W Co Ci k²
+        assert row["sparse_gmacs"] == pytest.approx(row["dense_gmacs"] * row["visible"])
+        # medians (not means) and minima of the runs, in milliseconds
+        assert row["dense_ms"] == pytest.approx(2.4) and row["dense_ms_min"] == pytest.approx(2.0)
+        assert row["sparse_ms"] == pytest.approx(1.0) and row["sparse_ms_min"] == pytest.approx(0.5)
+        assert row["sparse_over_dense"] == pytest.approx(1 / 2.4)
+        assert row["sparse_over_dense_min"] == pytest.approx(0.25)
+    assert [r["visible"] for r in rows] == [0.5, 0.25]  # 16 patches of 4x4: 8 and 4 kept
+    table = markdown_table(rows).splitlines()
+    assert len(table) == 4
+    assert "| 2.4 / 2.0 | 1.0 / 0.5 | 0.42 / 0.25 |" in table[2]
+
+
+def test_interleaved_times_warm_up_then_alternate():
+    from depthlib.course.sparse_reference import _interleaved_times
+
+    order = []
+    times = _interleaved_times((lambda: order.append("a"), lambda: order.append("b")), repeats=3)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # one warm-up call each, then in alternation
+    assert [len(t) for t in times] == [3, 3] and all(v >= 0 for t in times for v in t)
 
 
 # --- single operators ---------------------------------------------------------------------

@@ -238,14 +238,12 @@ def test_unwritable_out_dir_fails_before_training(tmp_path):
     assert task.calls == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
-def test_read_only_out_dir_fails_before_training(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+def test_read_only_out_dir_fails_before_training(read_only_dir):
     task = Regression()
-    with pytest.raises(ConfigError, match="Cannot write"):
-        run(locked, task=task)
+    with pytest.raises(ConfigError, match="Cannot write to the output folder .*locked"):
+        run(read_only_dir, task=task)
     assert task.calls == 0
+    assert list(read_only_dir.iterdir()) == []  # nothing written there either
 
 
 def test_time_budget_stops_early_with_a_checkpoint_and_resume_finishes(tmp_path):

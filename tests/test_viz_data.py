@@ -171,8 +171,20 @@ def test_gallery_figure_has_three_panels_per_room(rooms_file, tmp_path):
     with_images = [ax for ax in fig.axes if ax.images]
     assert len(with_images) == 3 * len(samples)
     assert [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.axison] == ["depth (m)"]
-    raw_titles = [ax.get_title() for ax in with_images[2::3]]
-    assert all("holes" in t for t in raw_titles)
+    for s, rgb_ax, depth_ax, raw_ax in zip(
+        samples, with_images[0::3], with_images[1::3], with_images[2::3], strict=True
+    ):  # each triplet shows its own room's pixels, in the order given
+        np.testing.assert_array_equal(rgb_ax.get_images()[0].get_array(), s["rgb"])
+        np.testing.assert_array_equal(depth_ax.get_images()[0].get_array(), s["depth"])
+        raw = raw_ax.get_images()[0].get_array()
+        np.testing.assert_array_equal(np.ma.getmaskarray(raw), s["raw_depth"] <= 0)  # holes white
+        np.testing.assert_array_equal(raw.filled(0), s["raw_depth"])
+        assert rgb_ax.get_title() == f"image {s['index']}\nRGB · light {s['knobs']['light']:.2f}"
+        assert raw_ax.get_title() == f"raw depth\n{100 * s['hole_fraction']:.1f}% holes (white)"
+        valid = s["depth"][s["depth"] > 0]
+        assert depth_ax.get_title() == f"filled depth\n{valid.min():.1f}–{valid.max():.1f} m"
+    vmax = float(np.ceil(max(s["depth"].max() for s in samples)))
+    assert {ax.get_images()[0].get_clim() for ax in with_images[1::3]} == {(0.0, vmax)}
     path = save_figure(fig, "rooms_gallery", directory=tmp_path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -187,8 +199,21 @@ def test_knob_sweep_figure_shows_depth_only_where_it_changes(tmp_path):
     assert len(images) == 3 + 2 * 2  # light: RGB row only; size_scale: RGB + depth rows
     assert len(fig.axes) == len(images) + 1  # one colour bar, for the depth row
     titles = {t.get_text() for t in fig.texts}
-    assert any("depth map identical" in t for t in titles)
-    assert any("depth maps differ" in t for t in titles)
+    assert any(t.startswith("light: ") and "depth map identical" in t for t in titles)
+    assert any(t.startswith("size_scale: ") and "depth maps differ" in t for t in titles)
+    rgb_panels = images[:3] + images[3:5]
+    rgbs = sweeps[0]["rgb"] + sweeps[1]["rgb"]
+    for ax, rgb in zip(rgb_panels, rgbs, strict=True):
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), rgb)
+    for ax, depth in zip(images[5:], sweeps[1]["depth"], strict=True):
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), depth)
+    assert [ax.get_title() for ax in rgb_panels] == [
+        "light = 0.2",
+        "light = 1",
+        "light = 1.3",
+        "size_scale = 0.7",
+        "size_scale = 1.4",
+    ]
     save_figure(fig, "rooms_knobs", directory=tmp_path)
 
 
@@ -196,15 +221,30 @@ def test_depth_statistics_figure_with_and_without_the_mean_map(rooms_file):
     hist = split_depth_histograms(rooms_file)
     fig = plot_depth_statistics(hist)
     assert len(fig.axes) == 1
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert any(t.startswith("train:") for t in legend) and any(
-        t.startswith("test:") for t in legend
-    )
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [
+        f"{split}: {h['n_images']} images, median {h['median']:.2f} m, mean {h['mean']:.2f} m"
+        for split, h in hist.items()
+    ]
+    stairs = [p for p in ax.patches if hasattr(p, "get_data")]
+    medians = [ln.get_xdata()[0] for ln in ax.get_lines() if len(ln.get_xdata())]
+    assert len(stairs) == 2 and medians == [h["median"] for h in hist.values()]
+    for step, h in zip(stairs, hist.values(), strict=True):  # % of that split's valid pixels
+        values, edges = step.get_data()[:2]
+        np.testing.assert_allclose(values, 100 * h["counts"] / h["counts"].sum())
+        np.testing.assert_array_equal(edges, h["bins"])
+        assert values.sum() == pytest.approx(100.0)
     mean_map = np.linspace(1.0, 4.0, H * W).reshape(H, W)
     scores = {"delta1": 0.5, "abs_rel": 0.3, "rmse": 1.1}
     fig = plot_depth_statistics(hist, mean_map, scores)
     assert len(fig.axes) == 3  # histogram, mean map, colour bar
-    assert "δ1 0.500" in fig.axes[1].get_title()
+    assert fig.axes[1].get_title() == (
+        "train mean depth map (the baseline)\non test: δ1 0.500 · AbsRel 0.300 · RMSE 1.100 m"
+    )
+    shown = fig.axes[1].get_images()[0]
+    np.testing.assert_array_equal(shown.get_array(), mean_map)
+    assert shown.get_clim() == (1.0, 4.0)  # the map's own range, rounded to half metres
 
 
 def test_figures_reject_empty_input(rooms_file):

@@ -70,7 +70,8 @@ class Claim:
     """A claim of the report, the knob that controls its factor and how to read it.
 
     ``stress`` is the knob value where the claim says the model fails, ``reference`` the normal
-    one; ``measure`` a row key (see ``MEASURES``); ``higher_is_worse`` its direction.
+    one; ``measure`` a row key (see ``MEASURES``); ``higher_is_worse`` its direction; ``fixed``
+    other knobs forced in every room of the sweep (e.g. a dark room for dark objects).
     """
 
     key: str
@@ -81,12 +82,18 @@ class Claim:
     reference: float
     measure: str
     higher_is_worse: bool = True
+    fixed: tuple[tuple[str, float], ...] = ()
 
 
 CLAIMS: dict[str, Claim] = {
     "dark": Claim(
-        "dark", "fails on dark objects in dark regions", "light",
+        "dark", "fails on dark objects in dark regions (the whole room dimmed)", "light",
         (0.15, 0.3, 0.6, 1.0), stress=0.15, reference=1.0, measure="objects_abs_rel",
+    ),
+    "dark_objects": Claim(
+        "dark_objects", "fails on dark objects in dark regions (dark furniture, dim room)",
+        "object_albedo", (0.15, 0.3, 0.6, 1.0), stress=0.15, reference=1.0,
+        measure="objects_abs_rel", fixed=(("light", 0.3),),
     ),
     "small": Claim(
         "small", "misses small objects", "size_scale",
@@ -148,9 +155,11 @@ def knob_sweep(
     input_size: tuple[int, int] | None = None,
     seed: int | None = None,
     band: int | None = None,
+    fixed: Mapping[str, float] | Sequence[tuple[str, float]] = (),
 ) -> list[dict]:
     """One row per (model, knob value, room): rooms ``0..n_rooms-1`` of the sweep seed rendered
-    at ``size`` with ``knob`` forced to each value (same rooms for every value: paired).
+    at ``size`` with ``knob`` forced to each value (same rooms for every value: paired), and the
+    ``fixed`` knobs forced in all of them.
 
     ``model``: a model, run folder, fitted baseline or :class:`Predictor`, or a mapping
     name -> any of these (each room is rendered once and scored by every model).
@@ -176,7 +185,7 @@ def knob_sweep(
     seed = sweep_rooms_seed(0) if seed is None else int(seed)
     rows = []
     for value in values:
-        knobs = RoomKnobs(**{knob: int(value) if knob == "n_objects" else value})
+        knobs = RoomKnobs(**dict(fixed), **{knob: int(value) if knob == "n_objects" else value})
         rooms = [render_labelled_room(seed, i, height, width, knobs) for i in range(n_rooms)]
         edges = [boundary_band(room["objects"], band) for room in rooms]
         for name, predict in predictors.items():

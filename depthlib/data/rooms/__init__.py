@@ -33,7 +33,7 @@ from depthlib.data.rooms.scene import RoomKnobs
 from depthlib.errors import ConfigError, DepthlibError
 
 GENERATOR = "depthlib-rooms"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the object_albedo knob is recorded
 NYU_TRAIN, NYU_TOTAL = 795, 1449
 
 __all__ = [

@@ -152,8 +152,9 @@ def _small_item(rng, s, hx, hz, top):
     return _sphere(x, top + r, z, r)
 
 
-def _object_material(rng, background, contrast) -> Material:
-    """A furniture colour pulled towards the room's background colour by ``1 - contrast``."""
+def _object_material(rng, background, contrast, albedo: float = 1.0) -> Material:
+    """A furniture colour pulled towards the room's background colour by ``1 - contrast``, then
+    scaled by ``albedo`` (dark objects)."""
     color = OBJECT_COLORS[rng.integers(len(OBJECT_COLORS))]
     wood = rng.random() < 0.3
     m = _material(
@@ -164,7 +165,7 @@ def _object_material(rng, background, contrast) -> Material:
         amount=rng.uniform(0.03, 0.1),
         axis=int(rng.choice([0, 2])),
     )
-    m.color = (background + contrast * (m.color - background)).astype(np.float32)
+    m.color = (albedo * (background + contrast * (m.color - background))).astype(np.float32)
     return m
 
 
@@ -269,12 +270,12 @@ def _decor(rng, room, background) -> list[Primitive]:
 
 def furnish(rng, room, camera, forward, knobs, background) -> tuple[list[Primitive], np.ndarray]:
     """All primitives of a room and the characteristic size (largest extent, m) of each object."""
-    s, contrast = knobs["size_scale"], knobs["contrast"]
+    s, contrast, albedo = knobs["size_scale"], knobs["contrast"], knobs["object_albedo"]
     plan, prims, group = _Floorplan(room, camera, forward), [], 0
     for _ in range(knobs["n_objects"]):
         name = _NAMES[rng.choice(len(_NAMES), p=_PROBS)]
         parts, (hx, hz), top = _piece(rng, name, s, room[1])
-        materials = [_object_material(rng, background, contrast) for _ in range(2)]
+        materials = [_object_material(rng, background, contrast, albedo) for _ in range(2)]
         spot = _place(rng, plan, PIECES[name][1], hx, hz)
         if spot is None:
             continue
@@ -284,7 +285,9 @@ def furnish(rng, room, camera, forward, knobs, background) -> tuple[list[Primiti
         for _ in range(rng.integers(0, 4) if top > 0 else 0):
             item = _small_item(rng, s, hx, hz, top)
             prims.append(
-                _to_world(item, x, z, yaw, _object_material(rng, background, contrast), group)
+                _to_world(
+                    item, x, z, yaw, _object_material(rng, background, contrast, albedo), group
+                )
             )
             group += 1
     prims += _decor(rng, room, background)

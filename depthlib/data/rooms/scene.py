@@ -26,7 +26,9 @@ class RoomKnobs:
 
     light       overall light level: scales ambient light and lamp together (1 = normal, 0.1 = dark)
     size_scale  multiplies every object's dimensions (0.5 = small clutter, 1.5 = bulky furniture)
-    contrast    object colours: 0 = the background's colour, 1 = freely chosen colours
+    contrast    object colours: 0 = the mean colour of walls and floor, 1 = freely chosen colours
+    object_albedo  multiplies the furniture's colours (1 = as drawn, 0.2 = dark objects); not
+                drawn at random, so rooms stay as they are unless it is forced
     n_objects   number of furniture pieces (small items on top of them come in addition)
     noise       RGB sensor noise, standard deviation on the 0..1 scale
     camera_height, pitch_deg, roll_deg  camera pose (metres above floor; degrees, down/clockwise > 0)
@@ -35,6 +37,7 @@ class RoomKnobs:
     light: float | None = None
     size_scale: float | None = None
     contrast: float | None = None
+    object_albedo: float | None = None
     n_objects: int | None = None
     noise: float | None = None
     camera_height: float | None = None
@@ -51,6 +54,7 @@ class RoomKnobs:
             "light": (0.0, 10.0),
             "size_scale": (0.1, 3.0),
             "contrast": (0.0, 1.0),
+            "object_albedo": (0.0, 1.0),
             "n_objects": (0, 40),
             "noise": (0.0, 0.5),
             "camera_height": (0.3, 2.2),
@@ -79,6 +83,7 @@ def _sample_knobs(rng: np.random.Generator) -> dict[str, float]:
         "light": float(light),
         "size_scale": float(np.clip(np.exp(rng.normal(0.0, 0.15)), 0.6, 1.5)),
         "contrast": float(rng.uniform(0.15, 1.0)),
+        "object_albedo": 1.0,  # a constant, no draw: every default room is unchanged
         "n_objects": int(rng.integers(3, 15)),
         "noise": float(rng.uniform(0.003, 0.02)),
         "camera_height": float(np.clip(rng.normal(1.4, 0.15), 1.0, 1.8)),
