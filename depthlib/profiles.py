@@ -105,8 +105,10 @@ class StudyConfig:
 
     A low-label run repeats its subset so that every epoch has the full split's steps: the same
     budget and x-axis for every label fraction. Fine-tune seed ``k`` is paired across arms and
-    uses pretraining seed ``pretrain_seeds[k % n]``. The profile holds the lean version
-    ``reproduce`` runs; ``benchmarks/bench_transfer.py`` runs the full study.
+    uses pretraining seed ``pretrain_seeds[k % n]``. At each label fraction in
+    ``compute_matched``, scratch also runs for as many more epochs as SparK's pretraining took
+    (measured). The profile holds the lean version ``reproduce`` runs;
+    ``benchmarks/bench_transfer.py`` runs the full study.
     """
 
     arms: tuple[str, ...] = ("scratch", "spark", "imagenet")
@@ -118,7 +120,7 @@ class StudyConfig:
     sweep_fraction: float = 0.1
     sweep_epochs: tuple[int, ...] = ()  # () = no sweep
     sweep_seeds: tuple[int, ...] = (0,)
-    compute_matched: bool = False
+    compute_matched: tuple[float, ...] = ()  # label fractions that get compute-matched scratch
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,19 @@ def runs_dir() -> Path:
 def figures_dir() -> Path:
     """Where course figures go: ``$DEPTHLIB_FIGURES``, else ``figures/`` at the repository root."""
     return Path(os.environ.get(FIGURES_ENV) or REPO_ROOT / "figures")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as committed outputs print it: relative to the repository, else relative to
+    ``$DEPTHLIB_RUNS`` / ``$DEPTHLIB_DATA`` (written as the variable), never from the root: an
+    absolute path says where one machine keeps its files and nothing about the course."""
+    path = Path(path).resolve()
+    for root, name in ((REPO_ROOT, None), (runs_dir(), RUNS_ENV), (data_dir(), DATA_ENV)):
+        root = Path(root).resolve()
+        if path.is_relative_to(root):
+            rel = path.relative_to(root).as_posix() or "."
+            return rel if name is None else f"${name}/{rel}"
+    return path.name
 
 
 Section = TypeVar("Section")

@@ -14,6 +14,7 @@ from depthlib.course.statistics import (
     budget_curves,
     format_study_table,
     load_results,
+    paired_interval,
     paired_verdict,
     results_record,
     summarize,
@@ -34,7 +35,7 @@ from depthlib.viz.training import plot_budget_sweep
 QUICK = get_profile("quick")
 FULL = StudyConfig(
     arms=tuple(ARMS), seeds=(0, 1), pretrain_seeds=(0, 1), epochs=1, sweep_epochs=(2,),
-    sweep_seeds=(0,), compute_matched=True,
+    sweep_seeds=(0,), compute_matched=(1.0, 0.1),
 )  # fmt: skip
 
 
@@ -123,6 +124,20 @@ def test_bootstrap_interval_has_known_answers():
         bootstrap_ci([math.nan])
 
 
+def test_paired_interval_is_the_wider_of_bootstrap_and_t():
+    got = paired_interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, n 3: t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3) = 2.484
+    assert got["gain"] == 2.0
+    assert got["ci_t"] == pytest.approx((2 - 2.4841, 2 + 2.4841), abs=1e-3)
+    assert got["ci"] == got["ci_t"]  # the bootstrap of three values cannot leave [1, 3]
+    assert got["ci_bootstrap"][0] >= 1.0 and got["ci_bootstrap"][1] <= 3.0
+    wide = paired_interval([0.0] * 19 + [10.0])  # one outlier: the t interval is the wider
+    assert wide["ci"][0] == min(wide["ci_t"][0], wide["ci_bootstrap"][0])
+    assert wide["ci"][1] == max(wide["ci_t"][1], wide["ci_bootstrap"][1])
+    with pytest.raises(DataError):
+        paired_interval([1.0])
+
+
 @dataclasses.dataclass
 class _Run:
     """What a verdict reads from a run."""
@@ -171,5 +186,9 @@ def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
     other = dataclasses.replace(FULL, seeds=(0, 1, 2))
     with pytest.raises(ConfigError, match="made under other settings"):
         load_results(path, QUICK, other)
+    assert len(load_results(path, QUICK)[1]) == len(runs)  # any design, this profile's settings
+    longer = QUICK.with_(finetune=dataclasses.replace(QUICK.finetune, epochs=7))
+    with pytest.raises(ConfigError, match="made under other settings than the quick profile"):
+        load_results(path, longer)
     with pytest.raises(DataError, match="No study results"):
         load_results(tmp_path / "missing.json")

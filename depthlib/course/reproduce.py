@@ -23,7 +23,7 @@ import torch
 
 from depthlib.atomic import atomic_write_text
 from depthlib.errors import ConfigError
-from depthlib.profiles import DATASET_ENV, REPO_ROOT, Profile, get_profile
+from depthlib.profiles import DATASET_ENV, Profile, get_profile, shown_path
 
 __all__ = ["STAGES", "Stage", "reproduce", "results_markdown"]
 
@@ -51,7 +51,7 @@ def _pretrain(profile: Profile, state: dict) -> str:
     arms = [a for a in st.arms if "pretrain" in ARMS[a]]
     seeds = sorted({st.pretrain_seeds[s % len(st.pretrain_seeds)] for s in st.seeds})
     paths = [pretrained_encoder(profile, state["data"], a, p) for a in arms for p in seeds]
-    return "pretrained encoders: " + ", ".join(_shown(p) for p in paths)
+    return "pretrained encoders: " + ", ".join(shown_path(p) for p in paths)
 
 
 def _finetune(profile: Profile, state: dict) -> str:
@@ -81,7 +81,7 @@ def _results(profile: Profile, state: dict) -> str:
     runs = run_study(profile, state["data"], progress=False)  # the lean study: all finished
     text = results_markdown(profile, runs, state["timings"], state["data"])
     path = atomic_write_text(figures_dir() / RESULTS_FILE, text)
-    return f"wrote {_shown(path)}"
+    return f"wrote {shown_path(path)}"
 
 
 STAGES: list[Stage] = [
@@ -102,12 +102,6 @@ def _machine() -> str:
     )
 
 
-def _shown(path) -> str:
-    """A path relative to the repository when it is inside it (RESULTS.md is committed)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
     """``RESULTS.md``: the lean study's table and paired verdicts, each course model's protocol
     table beside the baselines, the machine and the time per stage."""
@@ -116,7 +110,7 @@ def results_markdown(profile: Profile, runs, timings: dict[str, float], data) ->
     lines = [
         f"# Results — profile `{profile.name}`",
         "",
-        f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{_shown(data)}`.",
+        f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{shown_path(data)}`.",
         f"Machine: {_machine()}.",
         "",
         "## Initialisations of the same UNet++ (test split, mean ± std over seeds)",

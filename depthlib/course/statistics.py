@@ -3,9 +3,11 @@ and the results file that carries a long study's numbers with their provenance.
 
 A difference between two arms is measured per seed (the seeds are paired: same decoder start,
 label subset and batch order), and its mean gets a 95% percentile-bootstrap interval over the
-seeds. The verdict reads the interval: "better" or "worse" when it excludes 0, "no clear
-difference" otherwise. With few seeds the interval is wide and says so; "more than one std" is
-not a test.
+seeds. With five seeds a percentile bootstrap is too narrow (it cannot see beyond the spread of
+five numbers), so the interval a verdict reads is the wider of the bootstrap and Student's t
+interval of the paired differences. The verdict: "better" or "worse" when the interval excludes
+0, "no clear difference" otherwise. With few seeds the interval is wide and says so; "more than
+one std" is not a test.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "budget_curves",
     "format_study_table",
     "load_results",
+    "paired_interval",
     "paired_verdict",
     "results_record",
     "settings_hash",
@@ -58,6 +61,23 @@ def bootstrap_ci(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(x.mean()), float(low), float(high)
+
+
+def paired_interval(
+    values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> dict:
+    """Mean of paired differences with its bootstrap and t intervals, and the wider of the two
+    (``ci``), which is what verdicts read."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if math.isfinite(v)], np.float64)
+    mean, b_low, b_high = bootstrap_ci(x, confidence, n_boot, seed)
+    if x.size < 2:
+        raise DataError("a paired interval needs at least two finite differences.")
+    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    t_ci = (mean - float(half), mean + float(half))
+    ci = (min(b_low, t_ci[0]), max(b_high, t_ci[1]))
+    return {"gain": mean, "ci": ci, "ci_bootstrap": (b_low, b_high), "ci_t": t_ci}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -144,9 +164,10 @@ def paired_verdict(
         if len(gains) < 2:
             out["metrics"][name] = {"n": len(gains), "verdict": "too few paired seeds"}
             continue
-        mean, low, high = bootstrap_ci(gains)
+        interval = paired_interval(gains)
+        low, high = interval["ci"]
         word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
-        out["metrics"][name] = {"n": len(gains), "gain": mean, "ci": (low, high), "verdict": word}
+        out["metrics"][name] = {"n": len(gains), **interval, "verdict": word}
     out["summary"] = _sentence(out)
     return out
 
@@ -168,15 +189,16 @@ def _sentence(v: dict) -> str:
 
 
 # ---------------------------------------------------------------- the results file
-def settings_hash(profile, study) -> str:
-    """A short hash of everything that decides the study's numbers: fine-tune and pretraining
-    settings and the study's design (arms, fractions, seeds, budgets)."""
+def settings_hash(profile, study=None) -> str:
+    """A short hash of everything that decides the study's numbers: fine-tune, pretraining and
+    rooms settings, and (if given) the study's design (arms, fractions, seeds, budgets)."""
     settings = {
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
         "rooms": dataclasses.asdict(profile.rooms),
-        "study": dataclasses.asdict(study),
     }
+    if study is not None:
+        settings["study"] = dataclasses.asdict(study)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -194,6 +216,7 @@ def results_record(runs: Sequence, profile, study, extra: dict | None = None) ->
             **(extra or {}),
         },
         "settings_hash": settings_hash(profile, study),
+        "profile_hash": settings_hash(profile),
         "profile": profile.name,
         "study": dataclasses.asdict(study),
         "finetune": dataclasses.asdict(profile.finetune),
@@ -237,19 +260,24 @@ class _StoredRun:
 
 
 def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dict, list]:
-    """``(record, runs)`` from a results file. With ``profile`` and ``study`` given, a file made
-    under other settings is refused: its numbers would not be this study's."""
+    """``(record, runs)`` from a results file. With ``profile`` given, a file made under other
+    fine-tune, pretraining or rooms settings is refused (its numbers would not be this profile's);
+    with ``study`` too, also one made under another study design."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"No study results at {path}; run benchmarks/bench_transfer.py first.")
     record = json.loads(path.read_text(encoding="utf-8"))
-    if profile is not None and study is not None:
-        expected = settings_hash(profile, study)
-        if record.get("settings_hash") != expected:
+    if profile is not None:
+        key, expected = (
+            ("profile_hash", settings_hash(profile))
+            if study is None
+            else ("settings_hash", settings_hash(profile, study))
+        )
+        if record.get(key) != expected:
             raise ConfigError(
-                f"{path} was made under other settings (hash {record.get('settings_hash')}, "
-                f"these settings give {expected}); run benchmarks/bench_transfer.py again to "
-                "measure them."
+                f"{path.name} was made under other settings than the {profile.name} profile's "
+                f"(hash {record.get(key)}, these settings give {expected}); run "
+                "benchmarks/bench_transfer.py again to measure them."
             )
     fields = _StoredRun.__dataclass_fields__
     runs = [_StoredRun(**{k: r[k] for k in fields if k in r}) for r in record["runs"]]

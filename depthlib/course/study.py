@@ -238,13 +238,15 @@ def run_study(
     runs = [
         _run(prof, data_path, root, st, *p, finetune, progress, echo) for p in dict.fromkeys(plan)
     ]
-    if st.compute_matched:
-        for fraction in st.label_fractions:
-            matched = _matched_epochs(root, runs, fraction, st.epochs)
-            for seed in st.seeds:
-                run = _run(prof, data_path, root, st, "scratch", fraction, matched, seed, finetune,
-                           progress, echo)  # fmt: skip
-                runs.append(dataclasses.replace(run, arm=MATCHED))
+    unknown = [f for f in st.compute_matched if f not in st.label_fractions]
+    if unknown:
+        raise ConfigError(f"compute_matched {unknown} must be among label_fractions.")
+    for fraction in st.compute_matched:
+        matched = _matched_epochs(root, runs, fraction, st.epochs)
+        for seed in st.seeds:
+            run = _run(prof, data_path, root, st, "scratch", fraction, matched, seed, finetune,
+                       progress, echo)  # fmt: skip
+            runs.append(dataclasses.replace(run, arm=MATCHED))
     return runs
 
 
@@ -263,8 +265,12 @@ def _run(
                 pretrained_encoder(prof, data_path, arm, pretrain_seed, progress=progress)
             )
         echo(f"fine-tune {run.label}, {epochs} epochs, seed {seed} -> {run.run_dir.name}")
-        finetune(data_path, prof, out=run.run_dir, resume=True, encoder_weights=weights,
-                 label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
+        result = finetune(data_path, prof, out=run.run_dir, resume=True, encoder_weights=weights,
+                          label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
+        if result.interrupted:  # a stop signal ends the study too, not just this run
+            raise KeyboardInterrupt(
+                f"study stopped during {run.run_dir.name}; run it again to continue"
+            )
     return run
 
 
@@ -276,7 +282,7 @@ def course_runs(
     seed and main budget (trained now unless the study already made them)."""
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     lean = dataclasses.replace(prof.study, arms=tuple(arms), label_fractions=(1.0,),
-                               seeds=prof.study.seeds[:1], sweep_epochs=(), compute_matched=False)  # fmt: skip
+                               seeds=prof.study.seeds[:1], sweep_epochs=(), compute_matched=())  # fmt: skip
     return {run.arm: run.run_dir for run in run_study(prof, data, lean, progress=progress)}
 
 

@@ -32,7 +32,7 @@ from depthlib.data.transforms import normalize, random_resized_crop
 from depthlib.depth.encoders import load_encoder_weights, offline_imagenet_hint, weights_source
 from depthlib.errors import ConfigError, DataError, require_multiple
 from depthlib.jobs.run import job_settings, run_training
-from depthlib.profiles import PretrainConfig, Profile, data_dir, runs_dir
+from depthlib.profiles import PretrainConfig, Profile, data_dir, runs_dir, shown_path
 from depthlib.spark.masks import kept_patch_count
 from depthlib.spark.model import SparK
 from depthlib.train import PreloadedBatches, TrainResult, epoch_loader, seed_everything
@@ -253,5 +253,5 @@ def pretrain(
     if result.stop_reason in ("completed", "already_complete") and is_main_process():
         encoder_path = model.export_encoder(run_dir / ENCODER_FILENAME)
         if progress:
-            print(f"Encoder weights: {encoder_path}")
+            print(f"Encoder weights: {shown_path(encoder_path)}")
     return PretrainResult(result, model, run_dir, encoder_path, pool, cfg)

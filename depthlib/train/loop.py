@@ -36,6 +36,7 @@ from torch import nn
 
 from depthlib.atomic import ensure_writable_dir
 from depthlib.errors import ConfigError
+from depthlib.profiles import shown_path
 from depthlib.progress import progress_bar, write
 from depthlib.train import distributed as dist
 from depthlib.train.batches import (
@@ -135,7 +136,7 @@ class _Run:
     # ------------------------------------------------------------------ start: fresh or resumed
     def start(self, resume: bool, overwrite: bool) -> None:
         if resume and self.last_ckpt is None:
-            self.say(f"No checkpoint in {self.run_dir}: starting a fresh run there.")
+            self.say(f"No checkpoint in {shown_path(self.run_dir)}: starting a fresh run there.")
         elif resume:
             self._load(self.last_ckpt)
             return
@@ -418,7 +419,7 @@ def fit(
     run.start(resume, overwrite)
     if resume and run.last_ckpt is not None and run.finished:
         run.say(
-            f"The run in {run_dir} is already complete (epoch {run.epoch}, step {run.step}); "
+            f"The run in {shown_path(run_dir)} is already complete (epoch {run.epoch}, step {run.step}); "
             "nothing to do. Raise epochs or max_steps to continue it, or use a new out_dir."
         )
         return run.result("already_complete")
