@@ -466,6 +466,6 @@ def test_to_sparse_refuses_norms_that_compute_in_their_own_forward():
     # timm's BatchNorm + activation in one module has a sparse twin
     sparse, ctx = to_sparse(nn.Sequential(nn.Conv2d(3, 4, 1), BatchNormAct2d(4)))
     x, grid = torch.randn(2, 3, 8, 8), make_patch_mask(2, 8, 8, 4, 0.5, seed=1)
-    with ctx.active(grid):
+    with torch.no_grad(), ctx.active(grid):
         out = sparse(x)
     assert float(out[~upsample_mask(grid, (8, 8)).expand_as(out)].abs().max()) == 0.0

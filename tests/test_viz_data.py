@@ -1,21 +1,21 @@
-"""Notebook 00's data helpers (gallery, knob sweeps, split histograms) and its figures."""
+"""Notebook 00's data helpers (gallery, knob sweeps) and its figures."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from depthlib.course.gallery import (
-    gallery_samples,
-    render_knob_sweep,
-    room_arrays,
-    split_depth_histograms,
-)
-from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
+from depthlib.course.gallery import gallery_samples, render_knob_sweep
 from depthlib.data.rooms import RoomKnobs, synthesize
 from depthlib.errors import ConfigError, DataError
 from depthlib.viz import save_figure
-from depthlib.viz.data import plot_depth_statistics, plot_rooms_gallery, plot_rooms_knobs
+from depthlib.viz.data import (
+    KNOB_MEANINGS,
+    plot_depth_statistics,
+    plot_rooms_gallery,
+    plot_rooms_knobs,
+    show_depth,
+)
 
 H, W = 24, 32
 
@@ -30,28 +30,6 @@ def _close_figures():
 def rooms_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rooms") / "rooms.mat"
     return synthesize(path, n=8, size=(H, W), seed=0, progress=False, workers=1)
-
-
-# ------------------------------------------------------------------------------- room_arrays
-
-
-def test_room_arrays_round_trip_through_the_labeled_layout(tmp_path):
-    images, depths, raw = room_arrays(3, H, W, seed=1)
-    assert images.shape == (3, H, W, 3) and images.dtype == np.uint8
-    assert depths.shape == raw.shape == (3, H, W) and depths.dtype == np.float32
-    assert np.any(raw == 0) and np.all(depths > 0)  # raw has holes, filled depth has none
-    path = write_labeled(tmp_path / "nyu_depth_v2_labeled.mat", images, depths, raw)
-    write_splits(tmp_path / "splits.mat", [0, 1], [2])
-    test = NYULabeled(path, split="test", depth="raw")
-    sample = test[0]
-    assert sample["index"] == 2
-    np.testing.assert_array_equal(sample["rgb"], images[2])
-    np.testing.assert_array_equal(sample["valid"], raw[2] > 0)
-
-
-def test_room_arrays_needs_a_room():
-    with pytest.raises(ConfigError, match="at least 1"):
-        room_arrays(0, H, W)
 
 
 # --------------------------------------------------------------------------- gallery_samples
@@ -130,37 +108,6 @@ def test_bad_knob_values_are_config_errors():
         render_knob_sweep("contrast", (1.5,), height=H, width=W)
 
 
-# ------------------------------------------------------------------- split_depth_histograms
-
-
-def test_split_histograms_count_every_valid_pixel(rooms_file):
-    hist = split_depth_histograms(rooms_file)
-    assert set(hist) == {"train", "test"}
-    for split, h in hist.items():
-        reader = NYULabeled(rooms_file, split=split)
-        values = np.concatenate(
-            [reader[i]["depth"][reader[i]["valid"]] for i in range(len(reader))]
-        )
-        assert h["n_images"] == len(reader)
-        assert h["n_pixels"] == values.size == h["counts"].sum()
-        assert h["mean"] == pytest.approx(values.mean(), rel=1e-6)
-        width = np.diff(h["bins"]).max()
-        assert abs(h["median"] - np.median(values)) <= width
-    assert hist["train"]["n_images"] + hist["test"]["n_images"] == 8
-
-
-def test_split_histograms_keep_out_of_range_depths_in_the_end_bins(rooms_file):
-    hist = split_depth_histograms(rooms_file, bins=np.array([0.0, 1.0, 2.0]))
-    reader = NYULabeled(rooms_file, split="train")
-    n_valid = sum(int(reader[i]["valid"].sum()) for i in range(len(reader)))
-    assert hist["train"]["counts"].sum() == n_valid  # depths beyond 2 m land in the last bin
-
-
-def test_split_histograms_reject_bad_bins(rooms_file):
-    with pytest.raises(ConfigError, match="increasing"):
-        split_depth_histograms(rooms_file, bins=[3.0, 1.0])
-
-
 # ----------------------------------------------------------------------------------- figures
 
 
@@ -217,8 +164,39 @@ def test_knob_sweep_figure_shows_depth_only_where_it_changes(tmp_path):
     save_figure(fig, "rooms_knobs", directory=tmp_path)
 
 
-def test_depth_statistics_figure_with_and_without_the_mean_map(rooms_file):
-    hist = split_depth_histograms(rooms_file)
+def _histograms() -> dict:
+    """Per-split histograms in the format notebook 00's ``split_depth_histograms`` returns."""
+    bins = np.linspace(0.0, 10.0, 101)
+    out = {}
+    for split, shift in (("train", 0), ("test", 3)):
+        counts = np.zeros(len(bins) - 1, dtype=np.int64)
+        counts[20 + shift : 40 + shift] = np.arange(1, 21)
+        out[split] = {
+            "counts": counts,
+            "bins": bins,
+            "n_images": 5 + shift,
+            "n_pixels": int(counts.sum()),
+            "mean": 3.0 + 0.1 * shift,
+            "median": 3.2 + 0.1 * shift,
+        }
+    return out
+
+
+def test_every_knob_has_a_meaning_for_the_figure_titles():
+    assert set(KNOB_MEANINGS) == set(RoomKnobs.names())
+    assert "mean colour of walls and floor" in KNOB_MEANINGS["contrast"]
+
+
+def test_show_depth_paints_holes_white():
+    fig, ax = plt.subplots()
+    depth = np.array([[0.0, 1.0], [2.0, 3.0]])
+    shown = show_depth(ax, depth, 4.0, holes=True).get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), depth <= 0)
+    assert show_depth(ax, depth, 4.0).get_clim() == (0.0, 4.0)
+
+
+def test_depth_statistics_figure_with_and_without_the_mean_map():
+    hist = _histograms()
     fig = plot_depth_statistics(hist)
     assert len(fig.axes) == 1
     ax = fig.axes[0]

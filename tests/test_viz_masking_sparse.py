@@ -6,27 +6,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from depthlib.course.masking_demo import (
-    center_crop_to_aspect,
-    mask_count_table,
-    masks_by_seed,
-    room_images,
-)
+from depthlib.course.masking_demo import center_crop_to_aspect, room_images
 from depthlib.course.sparse_reference import measure_sparse_vs_dense
-from depthlib.course.zero_out import (
-    batchnorm_shift,
-    conv_footprints,
-    encoder_stage_zeros,
-    fraction_nonzero,
-    resnet_stage_convs,
-    resnet_stage_smearing,
-    smearing_per_layer,
-    sparse_conv_exactness,
-    sparse_timing_sweep,
-    summarize_timing,
-    timing_settings,
-)
-from depthlib.errors import ConfigError, DataError
+from depthlib.errors import DataError
 from depthlib.spark.masks import make_patch_mask, upsample_mask, zero_out
 from depthlib.viz import hwc, save_figure
 from depthlib.viz.masking import (
@@ -65,13 +47,6 @@ def _shown(ax):
 def _line(ax, label):
     (found,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
     return np.asarray(found.get_xdata(), float), np.asarray(found.get_ydata(), float)
-
-
-def _smp_encoder():
-    import segmentation_models_pytorch as smp
-
-    torch.manual_seed(0)
-    return smp.encoders.get_encoder("resnet18", weights=None)
 
 
 # ---------------------------------------------------------------------------------- figures
@@ -127,7 +102,11 @@ def test_plot_mask_grid_one_axes_per_patch_and_ratio():
 
 
 def test_plot_mask_seeds_one_axes_per_mask():
-    masks = masks_by_seed(64, 96, 32, 0.5, seeds=(0, 0, 1), steps_from_generator=2)
+    generator = torch.Generator().manual_seed(0)
+    masks = [(f"seed={s}", make_patch_mask(1, 64, 96, 32, 0.5, seed=s)[0]) for s in (0, 0, 1)]
+    masks += [
+        (f"step {k}", make_patch_mask(1, 64, 96, 32, 0.5, generator=generator)[0]) for k in (0, 1)
+    ]  # the (label, (1, h, w) mask) list notebook 01 builds
     fig = plot_mask_seeds(masks)
     assert len(fig.axes) == 5
     for ax, (label, mask) in zip(fig.axes, masks, strict=True):
@@ -138,21 +117,36 @@ def test_plot_mask_seeds_one_axes_per_mask():
         plot_mask_seeds([])
 
 
+def _footprints(visible, layers):
+    """Where stacked 3×3 convs write (notebook 02's conv_footprints): a dense conv reaches one more
+    ring of positions per layer (a 3×3 dilation), a sparse one stays on the visible sites."""
+    dense, grown = [], visible.float()[None, None]
+    for _ in range(layers):
+        grown = torch.nn.functional.max_pool2d(grown, 3, 1, 1)
+        dense.append(grown[0, 0] > 0)
+    return {"input": visible, "dense": dense, "sparse": [visible.clone() for _ in dense]}
+
+
 def test_plot_conv_vs_sparse_conv_axes():
-    mask = upsample_mask(make_patch_mask(1, 16, 16, 4, 0.5, seed=1), (16, 16))
-    fp = conv_footprints(mask, layers=2)
-    fig = plot_conv_vs_sparse_conv(fp, patch=4)
+    visible = upsample_mask(make_patch_mask(1, 16, 16, 4, 0.5, seed=1), (16, 16))[0, 0]
+    fp = _footprints(visible, layers=2)
+    fig = plot_conv_vs_sparse_conv(fp, patch=4, stage=3)
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2 * 3
-    visible = fp["input"].numpy()
+    assert fig.get_suptitle() == (
+        "3×3 convolutions on a masked 16×16 feature map (stage 3, stride 8)"
+    )
+    assert plot_conv_vs_sparse_conv(fp).get_suptitle().endswith("16×16 feature map")
+    visible = visible.numpy()
     n_visible, n_masked = int(visible.sum()), int((~visible).sum())
     assert n_visible == n_masked == 128
     top, bottom = fig.axes[:3], fig.axes[3:]
     for row in (top, bottom):
         assert row[0].get_title() == f"input: {n_visible} visible sites"
         np.testing.assert_array_equal(_shown(row[0]), visible.astype(int))
-    for k, (dense, written) in enumerate(zip(fp["dense"], fp["dense_written"], strict=True)):
+    for k, dense in enumerate(fp["dense"]):
         dense = dense.numpy()
+        written = int((dense & ~visible).sum())
         assert written > 0 and top[k + 1].get_title().startswith(
             f"after {k + 1} conv{'s' if k else ''}: {written} masked sites\n"
             f"written ({100 * written / n_masked:.0f}% of {n_masked})"
@@ -163,11 +157,28 @@ def test_plot_conv_vs_sparse_conv_axes():
         np.testing.assert_array_equal(_shown(bottom[k + 1]), visible.astype(int))
 
 
+def _bn_stats(channels, v=0.4, seed=0):
+    """BatchNorm statistics as notebook 02's batchnorm_shift returns them (tensors per channel)."""
+    generator = torch.Generator().manual_seed(seed)
+    mean, var = torch.rand(channels, generator=generator), torch.rand(channels, generator=generator)
+    return {
+        "channels": channels,
+        "visible_fraction": v,
+        "visible_mean": mean,
+        "visible_var": var,
+        "dense_mean": v * mean,
+        "dense_var": v * var + v * (1 - v) * mean**2,
+        "sparse_mean": mean.clone(),
+        "sparse_var": var.clone(),
+    }
+
+
 def test_plot_zero_out_problem_axes():
-    grid = make_patch_mask(1, 32, 32, 8, 0.5, seed=0)
-    convs = [torch.nn.Conv2d(4, 4, 3, padding=1, bias=False) for _ in range(3)]
-    rows = smearing_per_layer(convs, torch.rand(1, 4, 32, 32), grid)
-    bn = batchnorm_shift(torch.rand(2, 3, 32, 32), make_patch_mask(2, 32, 32, 8, 0.5, seed=0))
+    rows = [
+        {"layer": k, "dense_masked_nonzero": d, "visible_changed": c, "sparse_masked_nonzero": 0.0}
+        for k, d, c in ((1, 0.2, 0.0), (2, 0.4, 0.3), (3, 0.7, 0.6))
+    ]
+    bn = _bn_stats(3)
     fig = plot_zero_out_problem(rows, bn)
     assert len(fig.axes) == 3
     layers = [1, 2, 3]
@@ -190,16 +201,47 @@ def test_plot_zero_out_problem_axes():
         np.testing.assert_allclose(bars["sparse BN"], bn[f"sparse_{stat}"])
 
 
+def test_plot_zero_out_problem_conv_variance_panel():
+    conv = _bn_stats(16, v=0.25, seed=1)
+    fig = plot_zero_out_problem([{"layer": 1, **dict.fromkeys(
+        ("dense_masked_nonzero", "visible_changed", "sparse_masked_nonzero"), 0.0)}],
+        _bn_stats(3), conv_bn=conv, conv_label="stage-1 conv features")  # fmt: skip
+    assert len(fig.axes) == 4
+    ax = fig.axes[3]
+    assert ax.get_title() == "(d) BatchNorm variance, stage-1 conv features (16 channels)"
+    (bars,) = ax.containers
+    expected = np.sort((conv["dense_var"] / conv["visible_var"]).numpy())
+    np.testing.assert_allclose([p.get_height() for p in bars], expected, rtol=1e-6)
+    truth, limit = (_line(ax, label)[1] for label in (
+        "truth (= sparse BN)", "v = 0.25 (zero-mean limit v·σ²)"))  # fmt: skip
+    assert set(truth) == {1.0} and set(limit) == {0.25}
+
+
+def _stage_rows(names):
+    """Encoder stages as notebook 02's encoder_stages returns them (stage s at stride 2**s)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for s, name in enumerate(names, start=1):
+        h, w = 64 // 2**s, 96 // 2**s
+        rows.append({
+            "stage": s, "stride": 2**s, "shape": (8 * s, h, w), "name": name,
+            "dense_map": torch.rand(h, w, generator=generator),
+            "sparse_map": torch.rand(h, w, generator=generator),
+            "dense_masked_nonzero": 1.0 - 0.1 * s, "sparse_masked_nonzero": 0.0,
+        })  # fmt: skip
+    return rows
+
+
 def test_plot_encoder_stages_two_rows_per_stage():
-    x = torch.randn(2, 3, 64, 64)
-    rows = encoder_stage_zeros(_smp_encoder(), x, make_patch_mask(2, 64, 64, 32, 0.5, seed=0))
+    rows = _stage_rows(["stem", "layer1", "layer2", "layer3", "layer4"])
     fig = plot_encoder_stages(rows)
-    assert len(rows) == 5
     assert len(fig.axes) == 2 * 5
     top, bottom = fig.axes[:5], fig.axes[5:]
     for r, dense_ax, sparse_ax in zip(rows, top, bottom, strict=True):
         c, h, w = r["shape"]
-        assert dense_ax.get_title() == f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w}"
+        assert dense_ax.get_title() == (
+            f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w} · {r['name']}"
+        )
         np.testing.assert_array_equal(_shown(dense_ax), r["dense_map"].numpy())
         np.testing.assert_array_equal(_shown(sparse_ax), r["sparse_map"].numpy())
         share = f"{100 * r['dense_masked_nonzero']:.0f}%"
@@ -208,6 +250,11 @@ def test_plot_encoder_stages_two_rows_per_stage():
     assert [ax.get_title().split("\n")[0] for ax in top] == [
         f"stage {s} · stride {2**s}" for s in range(1, 6)
     ]
+    unnamed = [{k: v for k, v in r.items() if k != "name"} for r in rows[:2]]
+    titles = [ax.get_title() for ax in plot_encoder_stages(unnamed).axes[:2]]
+    assert titles == ["stage 1 · stride 2\n8×32×48", "stage 2 · stride 4\n16×16×24"]
+    with pytest.raises(DataError):
+        plot_encoder_stages([])
 
 
 def test_plot_sparse_timing_axes():
@@ -235,146 +282,7 @@ def test_plot_sparse_timing_axes():
         plot_sparse_timing([])
 
 
-# ------------------------------------------------------------------- zero-out problem numbers
-
-
-def test_dense_conv_footprint_grows_and_sparse_stays_on_the_visible_sites():
-    mask = upsample_mask(make_patch_mask(1, 24, 24, 4, 0.6, seed=2), (24, 24))
-    fp = conv_footprints(mask, layers=4)
-    visible = mask[0, 0]
-    previous = visible
-    for dense, sparse in zip(fp["dense"], fp["sparse"], strict=True):
-        assert torch.equal(sparse, visible)
-        assert bool((dense >= previous).all())  # a superset of the previous layer's sites
-        assert int(dense.sum()) > int(previous.sum())  # and strictly larger (map not full yet)
-        previous = dense
-    masked = ~visible
-    assert fp["dense_written"] == [int((d & masked).sum()) for d in fp["dense"]]
-    assert fp["sparse_written"] == [0, 0, 0, 0]
-    # one 3x3 conv reaches exactly the 1-neighbourhood (8-connected dilation) of the visible sites
-    dilated = torch.nn.functional.max_pool2d(visible[None, None].float(), 3, 1, 1)[0, 0] > 0
-    assert torch.equal(fp["dense"][0], dilated)
-
-
-def test_conv_footprints_refuses_bad_arguments():
-    with pytest.raises(DataError, match="one map"):
-        conv_footprints(make_patch_mask(2, 8, 8, 4, 0.5, seed=0))
-    with pytest.raises(ConfigError, match="odd kernel"):
-        conv_footprints(make_patch_mask(1, 8, 8, 4, 0.5, seed=0), kernel=2)
-
-
-def test_smearing_grows_layer_after_layer_for_dense_and_stays_zero_for_sparse():
-    rows = resnet_stage_smearing("resnet18", stage=1, height=128, width=128, patch=32, ratio=0.6)
-    assert [r["layer"] for r in rows] == [1, 2, 3, 4]  # resnet18 stage 1: four 3x3 convs
-    dense = [r["dense_masked_nonzero"] for r in rows]
-    assert dense[0] > 0 and all(b > a for a, b in zip(dense, dense[1:], strict=False))
-    assert all(r["sparse_masked_nonzero"] == 0.0 for r in rows)
-    changed = [r["visible_changed"] for r in rows]
-    assert changed[0] == 0.0  # one conv only ever sees real zeros next to visible data
-    assert all(c > 0 for c in changed[1:])
-
-
-def test_resnet_stage_convs_counts_and_keeps_global_rng():
-    state = torch.get_rng_state()
-    assert len(resnet_stage_convs("resnet18", 1)) == 4
-    assert len(resnet_stage_convs("resnet34", 1)) == 6
-    assert len(resnet_stage_convs("resnet18", 2)) == 3  # the strided first conv is left out
-    assert torch.equal(state, torch.get_rng_state())
-    with pytest.raises(ConfigError, match="stage"):
-        resnet_stage_convs("resnet18", 7)
-
-
-def test_batchnorm_shift_dense_mean_is_scaled_by_the_visible_fraction():
-    features = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0)) + 0.5
-    mask = make_patch_mask(2, 32, 48, 8, 0.6, seed=3)
-    bn = batchnorm_shift(features, mask)
-    v = bn["visible_fraction"]
-    assert v == pytest.approx(10 / 24, abs=1e-6)  # round(24 * 0.4) = 10 of 24 patches
-    # zero-filled mean = visible fraction x true mean, exactly what BN's statistics see
-    assert np.allclose(bn["dense_mean"], np.multiply(v, bn["visible_mean"]), rtol=1e-4)
-    assert np.allclose(bn["dense_mean_over_truth"], v, rtol=1e-4)
-    assert np.allclose(bn["sparse_mean"], bn["visible_mean"], rtol=1e-5)
-    assert np.allclose(bn["sparse_var"], bn["visible_var"], rtol=1e-5)
-    assert min(np.subtract(bn["dense_var"], bn["visible_var"])) > 0  # zeros inflate the variance
-    assert bn["sparse_stats_exact"] and bn["sparse_output_exact"]
-    assert bn["dense_output_error"] > 0.5
-
-
-def test_encoder_stage_zeros_sparse_is_exactly_zero_and_encoder_untouched():
-    encoder = _smp_encoder()
-    before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    x = torch.randn(2, 3, 64, 96)
-    rows = encoder_stage_zeros(encoder, x, make_patch_mask(2, 64, 96, 32, 0.5, seed=0))
-    assert [r["stride"] for r in rows] == [2, 4, 8, 16, 32]
-    assert [r["shape"][0] for r in rows] == [64, 64, 128, 256, 512]
-    for r in rows:
-        assert r["sparse_masked_zero"] and r["sparse_masked_max_abs"] == 0.0
-        assert r["sparse_masked_nonzero"] == 0.0 and r["sparse_visible_nonzero"] > 0.5
-        assert r["dense_masked_nonzero"] > 0.9  # batch-statistics BN shifts every zero
-    after = encoder.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-
-
-def test_sparse_conv_exactness_against_reference():
-    rows = sparse_conv_exactness(channels=4, height=16, width=24, patch=8)
-    assert len(rows) == 5
-    assert all(r["exact"] and r["max_abs_inactive"] == 0.0 for r in rows)
-    assert max(r["max_abs_diff"] for r in rows) <= 1e-5
-
-
-def test_fraction_nonzero_counts_positions_with_any_nonzero_channel():
-    features = torch.zeros(1, 2, 2, 2)
-    features[0, 1, 0, 0] = 3.0
-    where = torch.tensor([[[[True, True], [False, False]]]])
-    assert fraction_nonzero(features, where) == 0.5
-    with pytest.raises(DataError, match="no position"):
-        fraction_nonzero(features, torch.zeros(1, 1, 2, 2, dtype=torch.bool))
-
-
-def test_timing_settings_follow_the_profile_and_sweep_is_exact():
-    assert timing_settings("quick")["channels"] == (32,)
-    assert timing_settings("cpu")["size"] == 28
-    with pytest.raises(ConfigError, match="Unknown profile"):
-        timing_settings("nope")
-    rows = sparse_timing_sweep("quick", ratios=(0.5, 0.75))
-    assert [r["ratio"] for r in rows] == [0.5, 0.75]
-    summary = summarize_timing(rows)
-    assert summary["macs_equal_visible"] and summary["exact"]
-    # which ratios were faster depends on the machine; with known time ratios it is exact
-    rows[0].update(sparse_over_dense=0.8, sparse_over_dense_min=1.0)  # 1.0: a tie is not faster
-    rows[1].update(sparse_over_dense=1.3, sparse_over_dense_min=0.6)
-    known = summarize_timing(rows)
-    assert known["sparse_faster_at"] == [0.5] and known["sparse_faster_at_fastest"] == [0.75]
-    rows[1]["sparse_over_dense"] = 1.0
-    assert summarize_timing(rows)["sparse_faster_at"] == [0.5]
-    rows[1]["sparse_over_dense"] = 0.99
-    assert summarize_timing(rows)["sparse_faster_at"] == [0.5, 0.75]
-    rows[0]["max_abs_diff"] = 1e-3  # a wrong result must show
-    rows[1]["macs_fraction"] += 0.01
-    broken = summarize_timing(rows)
-    assert not broken["exact"] and not broken["macs_equal_visible"]
-
-
-# ------------------------------------------------------------------------ notebook 01 helpers
-
-
-def test_mask_count_table_matches_sparks_rule():
-    rows = mask_count_table(224, 320, ratios=(0.4, 0.6, 0.75, 0.9), patches=(16, 32))
-    got = {(r["patch"], r["ratio"]): r["expected"] for r in rows}
-    assert got[(32, 0.4)] == 42 and got[(32, 0.6)] == 28
-    assert got[(32, 0.75)] == 18  # 17.5 rounds half to even
-    assert got[(32, 0.9)] == 7 and got[(16, 0.75)] == 70
-    assert all(r["exact"] and r["kept"] == [r["expected"]] * 4 for r in rows)
-
-
-def test_masks_by_seed_repeat_and_generator_stream():
-    masks = masks_by_seed(64, 96, 32, 0.5, seeds=(0, 0, 5), steps_from_generator=2)
-    labels = [label for label, _ in masks]
-    assert labels[:3] == ["seed=0", "seed=0", "seed=5"] and len(masks) == 5
-    assert torch.equal(masks[0][1], masks[1][1])
-    assert not torch.equal(masks[0][1], masks[2][1])
-    assert torch.equal(masks[3][1], masks[0][1])  # a generator seeded 0 starts where seed=0 is
-    assert not torch.equal(masks[3][1], masks[4][1])  # and moves on each step
+# ---------------------------------------------------------- example images of notebooks 01-03
 
 
 def test_center_crop_to_aspect():

@@ -3,8 +3,9 @@
 It stores features only at active sites (an (N_active, C) list), looks up each active output
 site's k×k neighbourhood through an index map, multiplies only those columns, and scatters the
 result back. Inactive neighbours contribute nothing — the semantics SparK emulates with
-"dense conv, then × mask". The course uses it to prove that emulation exact on active sites and
-to count and time the work a real sparse kernel would do (:func:`measure_sparse_vs_dense`).
+"dense conv, then × mask". Notebook 02 uses it to prove that emulation exact on active sites and,
+with ``benchmarks/bench_sparse_conv.py``, to count and time the work a real sparse kernel would do
+(:func:`measure_sparse_vs_dense`).
 """
 
 from __future__ import annotations
@@ -151,11 +152,12 @@ def measure_sparse_vs_dense(
 ) -> list[dict]:
     """MACs and CPU time of one k×k conv (C→C, stride 1): masked-dense vs :func:`submanifold_conv2d`.
 
-    ``patch`` is the mask patch side in pixels *of this feature map* (4 for a 28×28 ResNet stage of
-    a 224 image with 32-pixel patches). One dict per ratio with: ratio, visible, channels, size,
-    batch, dense_gmacs, sparse_gmacs, macs_fraction, dense_ms, sparse_ms, sparse_over_dense
-    (time ratio, < 1 means sparse is faster), the same three with suffix ``_min`` for the fastest
-    run (less sensitive to a busy machine), max_abs_diff (exactness on all positions).
+    ``patch`` is the mask patch side in pixels *of this feature map* (4 for the 28×28 stage-3
+    map, stride 8, of a 224 image with 32-pixel patches). One dict per ratio with: ratio, visible,
+    channels, size, batch, dense_gmacs, sparse_gmacs, macs_fraction, dense_ms, sparse_ms,
+    sparse_over_dense (time ratio, < 1 means sparse is faster), the same three with suffix
+    ``_min`` for the fastest run (less sensitive to a busy machine), max_abs_diff (exactness on
+    all positions).
     Times are medians of ``repeats`` alternating runs under no_grad; ``num_threads`` is set only
     meanwhile.
     """

@@ -1,6 +1,7 @@
 """Figures of notebook 00: a gallery of RGB-D samples, knob sweeps, split depth statistics.
 
-Every function takes what ``depthlib.course.gallery`` computes and returns a matplotlib Figure.
+The gallery and the sweeps take what ``depthlib.course.gallery`` computes, the statistics what the
+notebook's ``split_depth_histograms`` computes; every function returns a matplotlib Figure.
 Depth is drawn with one colour scale per figure (near = yellow, far = dark blue) so maps can be
 compared; raw-depth holes are white, as no depth colour is.
 """
@@ -17,7 +18,7 @@ from matplotlib import colormaps
 from depthlib.errors import ConfigError, DataError
 from depthlib.viz import bare
 
-__all__ = ["plot_depth_statistics", "plot_rooms_knobs", "plot_rooms_gallery"]
+__all__ = ["plot_depth_statistics", "plot_rooms_gallery", "plot_rooms_knobs", "show_depth"]
 
 DEPTH_CMAP = "plasma_r"
 HOLE_COLOR = "white"
@@ -25,7 +26,8 @@ SPLIT_COLORS = {"train": "#4C72B0", "test": "#DD8452"}
 KNOB_MEANINGS = {
     "light": "overall light level (ambient and lamp together; 1 = normal)",
     "size_scale": "multiplies every furniture piece's dimensions",
-    "contrast": "object colours: 0 = the background's colour, 1 = free colours",
+    "contrast": "object colours: 0 = the mean colour of walls and floor, 1 = free colours",
+    "object_albedo": "multiplies the furniture's colours (1 = as drawn, 0.2 = dark objects)",
     "n_objects": "number of furniture pieces",
     "noise": "RGB sensor noise (standard deviation on the 0..1 scale)",
     "camera_height": "camera height above the floor (m)",
@@ -38,8 +40,9 @@ def _depth_cmap():
     return colormaps[DEPTH_CMAP].with_extremes(bad=HOLE_COLOR)
 
 
-def _show_depth(ax, depth: np.ndarray, vmax: float, holes: bool = False, vmin: float = 0.0):
-    """Draw a depth map in metres; with ``holes`` the zeros (invalid pixels) are white."""
+def show_depth(ax, depth: np.ndarray, vmax: float, holes: bool = False, vmin: float = 0.0):
+    """Draw a depth map in metres in the course's depth colours; with ``holes`` the zeros
+    (invalid pixels) are white. Also used by the knob explorer (``depthlib.viz.widgets``)."""
     data = np.ma.masked_less_equal(depth, 0.0) if holes else depth
     return ax.imshow(data, cmap=_depth_cmap(), vmin=vmin, vmax=vmax, interpolation="nearest")
 
@@ -92,12 +95,12 @@ def plot_rooms_gallery(samples: Sequence[Mapping], rooms_per_row: int = 2):
             extra = f" · light {knobs['light']:.2f}" if "light" in knobs else ""
             ax.set_title(f"image {s['index']}\nRGB{extra}", fontsize=9)
         elif panel == 1:
-            image = _show_depth(ax, s["depth"], vmax)
+            image = show_depth(ax, s["depth"], vmax)
             d = s["depth"][s["depth"] > 0]
             span = f"{d.min():.1f}–{d.max():.1f} m" if d.size else "no valid pixel"
             ax.set_title(f"filled depth\n{span}", fontsize=9)
         else:
-            _show_depth(ax, s["raw_depth"], vmax, holes=True)
+            show_depth(ax, s["raw_depth"], vmax, holes=True)
             ax.set_title(f"raw depth\n{100 * s['hole_fraction']:.1f}% holes (white)", fontsize=9)
     bar = fig.colorbar(image, ax=grid, shrink=0.8, pad=0.01, aspect=30)
     bar.set_label("depth (m)", fontsize=10)
@@ -168,7 +171,7 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
                     ax.imshow(sweep["rgb"][j])
                     ax.set_title(label, fontsize=9)
                 else:
-                    image = _show_depth(ax, sweep["depth"][j], vmax)
+                    image = show_depth(ax, sweep["depth"][j], vmax)
                 if j == 0:
                     ax.set_ylabel("RGB" if r == 0 else "depth", fontsize=10)
             y += ph + (gap if r + 1 < n_rows else 0)
@@ -196,7 +199,10 @@ def plot_depth_statistics(
 ):
     """Left: the depth histogram of each split (share of valid pixels per bin, medians dashed).
     Right (with ``mean_map``): the train split's per-pixel mean depth map, the baseline every
-    results table compares against; ``baseline`` (its test metrics) goes into the title."""
+    results table compares against; ``baseline`` (its test metrics) goes into the title.
+
+    ``histograms``: ``{split: {"counts", "bins" (edges, m), "n_images", "median", "mean"}}``.
+    """
     if not histograms:
         raise DataError("plot_depth_statistics needs at least one split's histogram.")
     ncols = 1 if mean_map is None else 2
@@ -236,7 +242,7 @@ def plot_depth_statistics(
         # its own half-metre-rounded range: on a 0..10 m scale a mean map looks uniform
         lo = math.floor(2 * float(np.min(mean_map))) / 2
         hi = max(lo + 0.5, math.ceil(2 * float(np.max(mean_map))) / 2)
-        image = _show_depth(ax, mean_map, hi, vmin=lo)
+        image = show_depth(ax, mean_map, hi, vmin=lo)
         bare(ax)
         title = "train mean depth map (the baseline)"
         if baseline:

@@ -24,7 +24,7 @@ from depthlib.spark.masks import (
 )
 from depthlib.viz import bare, hwc
 
-__all__ = ["plot_mask_grid", "plot_mask_seeds", "plot_masking_strategies"]
+__all__ = ["plot_mask_grid", "plot_mask_seeds", "plot_masking_strategies", "show_masked"]
 
 VISIBLE_COLOR = "#4C72B0"
 MASKED_COLOR = "#262626"
@@ -55,6 +55,16 @@ def _patch_lines(ax, grid: tuple[int, int], patch: float, color="white", alpha=0
         ax.axhline(i * patch - 0.5, color=color, alpha=alpha, lw=lw)
     for j in range(1, gw):
         ax.axvline(j * patch - 0.5, color=color, alpha=alpha, lw=lw)
+
+
+def show_masked(ax, image: torch.Tensor, mask: torch.Tensor, patch: int) -> int:
+    """Draw one (3, H, W) image with its masked patches dark and faint patch borders; return
+    the number of visible patches. Shared by the mask grid figure and the mask explorer."""
+    image, mask = _image(image), _one_mask(mask)
+    ax.imshow(hwc(zero_out(image[None], mask, 0.12)[0]))
+    _patch_lines(ax, tuple(mask.shape[-2:]), patch, alpha=0.25, lw=0.4)
+    bare(ax)
+    return int(mask.sum())
 
 
 def _cell_map(ax, values: np.ndarray, colors: Sequence[str]) -> None:
@@ -215,12 +225,8 @@ def plot_mask_grid(
         for col, ratio in enumerate(ratios):
             mask = make_patch_mask(1, height, width, patch, ratio, seed=seed)
             gh, gw = mask.shape[-2:]
-            kept = int(mask.sum())
             ax = axes[row, col]
-            shown = zero_out(image[None], mask, 0.12)[0]
-            ax.imshow(hwc(shown))
-            _patch_lines(ax, (gh, gw), patch, alpha=0.25, lw=0.4)
-            bare(ax)
+            kept = show_masked(ax, image, mask, patch)
             promised = kept_patch_count(gh * gw, ratio)
             ax.set_title(
                 f"patch {patch} · ratio {ratio:g}\nkeeps {kept} of {gh}×{gw} = {gh * gw}"
@@ -232,7 +238,8 @@ def plot_mask_grid(
 
 
 def plot_mask_seeds(masks: Sequence[tuple[str, torch.Tensor]]):
-    """Masks side by side, one axes each, titled by their labels (see ``masks_by_seed``)."""
+    """Masks side by side, one axes each, titled by their labels: ``[(label, mask (1, h, w) or
+    (h, w)), ...]`` (notebook 01 builds the list from seeds and one generator's steps)."""
     if not masks:
         raise DataError("plot_mask_seeds needs at least one (label, mask) pair.")
     fig, axes = plt.subplots(

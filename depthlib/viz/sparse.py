@@ -1,6 +1,9 @@
 """Figures of notebook 02: dense vs sparse convolution (the report's Figure 2), the zero-out problem
-in numbers, the sparse encoder's stages and the sparse-vs-dense timing. Each function takes results
-of :mod:`depthlib.course.zero_out` or :mod:`depthlib.course.sparse_reference`; returns a Figure."""
+in numbers, the sparse encoder's stages and the sparse-vs-dense timing.
+
+Each function takes the data the notebook computes (its dicts are described below; the timing rows
+come from :func:`depthlib.course.sparse_reference.measure_sparse_vs_dense`) and returns a Figure.
+Stage s is the feature map at stride 2**s (smp's encoder output s)."""
 
 from __future__ import annotations
 
@@ -40,13 +43,14 @@ def _sites(ax, codes: np.ndarray, patch: int | None) -> None:
     bare(ax)
 
 
-def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None):
+def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None, stage: int | None = None):
     """The report's Figure 2 from our code: where outputs appear after 1, 2, … stacked convs.
 
-    ``footprints`` is :func:`depthlib.course.zero_out.conv_footprints`'s result. Top row: dense
-    conv on the zero-filled map, whose outputs spread into masked positions (red); bottom row:
-    sparse (submanifold) conv, whose outputs stay on the visible sites (blue). ``patch``: the mask
-    patch side on this map, to draw patch borders. The black square is one 3×3 window.
+    ``footprints``: ``{"input": (H, W) bool visible sites, "dense": [(H, W) bool, ...],
+    "sparse": [...]}``, where each conv layer has written. Top row: dense conv on the zero-filled
+    map, whose outputs spread into masked positions (red); bottom row: sparse (submanifold) conv,
+    whose outputs stay on the visible sites (blue). ``patch``: the mask patch side on this map, to
+    draw patch borders; ``stage``: named in the title. The black square is one 3×3 window.
     """
     visible = np.asarray(footprints["input"], dtype=bool)
     dense = [np.asarray(d, dtype=bool) for d in footprints["dense"]]
@@ -92,8 +96,9 @@ def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None):
         ncol=4,
         frameon=False,
     )
+    where = f" (stage {stage}, stride {2**stage})" if stage is not None else ""
     fig.suptitle(
-        f"3×3 convolutions on a masked {visible.shape[0]}×{visible.shape[1]} feature map",
+        f"3×3 convolutions on a masked {visible.shape[0]}×{visible.shape[1]} feature map{where}",
         fontsize=12,
     )
     return fig
@@ -104,14 +109,24 @@ def _channel_labels(n: int) -> list[str]:
 
 
 def plot_zero_out_problem(
-    smearing: Sequence[dict], bn: dict, *, layer_label: str = "3×3 conv layer"
+    smearing: Sequence[dict],
+    bn: dict,
+    *,
+    layer_label: str = "3×3 conv layer",
+    conv_bn: dict | None = None,
+    conv_label: str = "conv features",
 ):
-    """The zero-out problem: (a) masked positions written per layer, dense vs sparse, from
-    :func:`smearing_per_layer`; (b, c) BatchNorm mean and variance per channel, from
-    :func:`batchnorm_shift`: the truth (visible only), dense BN, sparse BN."""
+    """The zero-out problem: (a) per conv layer, the shares ``dense_masked_nonzero``,
+    ``visible_changed`` and ``sparse_masked_nonzero`` (rows with a ``layer`` number); (b, c) the
+    BatchNorm mean and variance per channel of ``bn`` (``channels``, ``visible_fraction`` and
+    ``{visible,dense,sparse}_{mean,var}``): the truth (visible only), dense BN, sparse BN.
+
+    ``conv_bn`` (same keys, many channels) adds (d): dense variance / true variance per channel,
+    sorted, against 1 (the truth) and v (the limit v·σ² of zero-mean features)."""
     if not smearing:
         raise DataError("plot_zero_out_problem needs at least one smearing row.")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), layout="constrained")
+    panels = 3 if conv_bn is None else 4
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.3), layout="constrained")
     ax = axes[0]
     layers = [r["layer"] for r in smearing]
     ax.plot(
@@ -156,19 +171,40 @@ def plot_zero_out_problem(
             (0.0, "dense", DENSE_COLOR, "dense BN (counts masked zeros)"),
             (width, "sparse", SPARSE_COLOR, "sparse BN"),
         ):
-            ax.bar(x + offset, bn[f"{key}_{stat}"], width, color=color, label=label)
+            values = np.asarray(bn[f"{key}_{stat}"], dtype=float)
+            ax.bar(x + offset, values, width, color=color, label=label)
         ax.set_xticks(x, names)
         ax.set_xlabel("channel")
         ax.set_title(f"{title}, {100 * bn['visible_fraction']:.0f}% visible", fontsize=11)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower right", ncol=3, fontsize=9, frameon=False)
+    if conv_bn is not None:
+        _variance_ratio_panel(axes[3], conv_bn, conv_label)
     return fig
+
+
+def _variance_ratio_panel(ax, bn: dict, label: str) -> None:
+    dense = np.asarray(bn["dense_var"], dtype=float)
+    ratio = np.sort(dense / np.asarray(bn["visible_var"], dtype=float))
+    v = bn["visible_fraction"]
+    channels = np.arange(1, len(ratio) + 1)
+    ax.bar(channels, ratio, 0.8, color=DENSE_COLOR, label="dense BN variance / truth")
+    ax.axhline(1.0, color=TRUTH_COLOR, lw=2, label="truth (= sparse BN)")
+    ax.axhline(v, color="black", ls="--", lw=1.2, label=f"v = {v:.2f} (zero-mean limit v·σ²)")
+    ax.set_ylim(0, max(1.5, float(ratio.max()) * 1.5))  # room for the legend above the lines
+    ax.set_xlabel("channel, sorted by the ratio")
+    ax.set_ylabel("variance / true variance")
+    ax.set_title(f"(d) BatchNorm variance, {label} ({len(ratio)} channels)", fontsize=11)
+    ax.legend(fontsize=9, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
 
 
 def plot_encoder_stages(rows: Sequence[dict]):
     """Mean |feature| per stage of the first image: dense encoder on the zero-filled input (top)
-    vs the sparse encoder (bottom), from :func:`encoder_stage_zeros`."""
+    vs the sparse encoder (bottom). One row per stage: ``stage``, ``stride``, ``shape`` (C, H, W),
+    ``dense_map`` / ``sparse_map`` (H, W), ``dense_masked_nonzero`` / ``sparse_masked_nonzero``
+    and optionally ``name`` (the network's module for the stage, shown in the title)."""
     if not rows:
         raise DataError("plot_encoder_stages needs at least one stage.")
     fig, axes = plt.subplots(
@@ -186,8 +222,9 @@ def plot_encoder_stages(rows: Sequence[dict]):
             ax.imshow(values, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
             bare(ax)
             ax.set_xlabel(f"masked positions ≠ 0: {100 * share:.0f}%", fontsize=9)
+        name = f" · {r['name']}" if r.get("name") else ""
         axes[0, col].set_title(
-            f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w}", fontsize=10
+            f"stage {r['stage']} · stride {r['stride']}\n{c}×{h}×{w}{name}", fontsize=10
         )
     axes[0, 0].set_ylabel("dense encoder\n(zero-filled input)", fontsize=10, fontweight="bold")
     axes[1, 0].set_ylabel("sparse encoder\n(SparK)", fontsize=10, fontweight="bold")

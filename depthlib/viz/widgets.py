@@ -1,0 +1,224 @@
+"""Interactive explorers for the notebooks: sliders that re-render a picture (ipywidgets).
+
+Each builder returns an ``ipywidgets.VBox`` of three rows: the controls, a caption (the numbers
+behind the picture) and the picture (an ``ipywidgets.Image``). It draws once when built and again
+whenever a control changes, in the kernel's Python, so it builds without a display and a test can
+move a slider and compare pictures. The pictures are ``matplotlib.figure.Figure`` objects, not
+pyplot ones, so an inline backend never shows them a second time. GitHub's viewer and nbval do
+not run widgets: every notebook keeps a static figure with the same content beside its explorer.
+
+    knob_explorer(seed, index, height, width, knobs)   one room under forced scene knobs (00)
+    mask_explorer(image, patches, ratio, seed)          a SparK patch mask on one image (01)
+
+A new explorer is a dict of controls plus a ``draw(**values) -> (Figure, caption)``, wired by
+:func:`explorer`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from depthlib.data.rooms import render_room
+from depthlib.data.rooms.generate import sample_scene
+from depthlib.errors import ConfigError
+from depthlib.spark.masks import kept_patch_count, make_patch_mask
+from depthlib.viz import bare, hwc
+from depthlib.viz.data import show_depth
+from depthlib.viz.masking import show_masked
+
+__all__ = ["KNOB_SLIDERS", "explorer", "knob_explorer", "mask_explorer"]
+
+# Slider range and step per room knob: the default draws' range plus some tail (see RoomKnobs).
+KNOB_SLIDERS: dict[str, tuple[float, float, float]] = {
+    "light": (0.1, 1.5, 0.05),
+    "contrast": (0.0, 1.0, 0.05),
+    "object_albedo": (0.1, 1.0, 0.05),
+    "size_scale": (0.5, 1.5, 0.05),
+    "n_objects": (0, 20, 1),
+    "noise": (0.0, 0.05, 0.002),
+    "camera_height": (0.8, 2.0, 0.05),
+    "pitch_deg": (-10.0, 35.0, 1.0),
+    "roll_deg": (-10.0, 10.0, 1.0),
+}
+DEFAULT_KNOBS = ("light", "contrast", "object_albedo", "size_scale", "camera_height", "pitch_deg")
+STYLE = {"description_width": "initial"}
+
+
+def _jpeg(fig: Figure, dpi: int = 80) -> bytes:
+    """JPEG, not PNG: the executed notebook stores each explorer's last picture."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def explorer(controls: Mapping[str, object], draw: Callable[..., tuple[Figure, str]]):
+    """Wire ``controls`` (name → ipywidgets control) to ``draw(**values) -> (figure, caption)``.
+
+    Returns ``VBox([HBox(controls), HTML(caption), Image(picture)])``, drawn once already.
+    """
+    import ipywidgets as widgets
+
+    picture = widgets.Image(format="jpeg")
+    caption = widgets.HTML()
+
+    def redraw(_change=None) -> None:
+        fig, text = draw(**{name: control.value for name, control in controls.items()})
+        picture.value, caption.value = _jpeg(fig), text
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    return widgets.VBox([row, caption, picture])
+
+
+def _knob_slider(widgets, name: str, value: float):
+    lo, hi, step = KNOB_SLIDERS[name]
+    kind = widgets.IntSlider if name == "n_objects" else widgets.FloatSlider
+    extra = {} if name == "n_objects" else {"readout_format": ".3f" if step < 0.01 else ".2f"}
+    return kind(
+        value=min(max(value, lo), hi),
+        min=lo,
+        max=hi,
+        step=step,
+        description=name,
+        continuous_update=False,  # render on release: a room takes a tenth of a second
+        style=STYLE,
+        **extra,
+    )
+
+
+def _knob_value(name: str, value) -> str:
+    return f"{int(value)}" if name == "n_objects" else f"{float(value):.3g}"
+
+
+def knob_explorer(
+    seed: int = 0,
+    index: int = 0,
+    height: int = 240,
+    width: int = 320,
+    knobs: Sequence[str] = DEFAULT_KNOBS,
+):
+    """Sliders for ``knobs`` re-rendering room ``index`` of the rooms set ``seed``: RGB | depth.
+
+    The sliders start at the room's own draws, so the first picture is the room as rendered into
+    the file. The caption gives the values the room used (a camera is kept 0.3 m under the
+    ceiling) and what the image shows; the depth panel says whether the depth map still equals
+    the unforced room's, which is how light, contrast and object_albedo show they move no geometry.
+    """
+    import ipywidgets as widgets
+
+    unknown = [k for k in knobs if k not in KNOB_SLIDERS]
+    if unknown or not knobs:
+        raise ConfigError(
+            f"knob_explorer takes knobs from {', '.join(KNOB_SLIDERS)}; got {unknown}."
+        )
+    own = sample_scene(seed, index).knobs
+    unforced = render_room(seed, index, height, width)["depth"]
+    vmax = float(max(1.0, math.ceil(float(unforced.max()))))
+    controls = {name: _knob_slider(widgets, name, own[name]) for name in knobs}
+
+    def draw(**values) -> tuple[Figure, str]:
+        room = render_room(seed, index, height, width, **values)
+        fig = Figure(figsize=(8.6, 4.3 * height / width + 0.5), layout="constrained")
+        rgb_ax, depth_ax = fig.subplots(1, 2)
+        rgb_ax.imshow(room["rgb"])
+        rgb_ax.set_title("RGB", fontsize=10)
+        image = show_depth(depth_ax, room["depth"], vmax)
+        same = np.array_equal(room["depth"], unforced)
+        depth_ax.set_title(
+            "depth: " + ("identical to the unforced room" if same else "changed"), fontsize=10
+        )
+        for ax in (rgb_ax, depth_ax):
+            bare(ax)
+        fig.colorbar(image, ax=depth_ax, shrink=0.85).set_label("m")
+        k = room["knobs"]
+        used = ", ".join(f"{name} {_knob_value(name, k[name])}" for name in knobs)
+        caption = (
+            f"room {index} of seed {seed}: {used}<br>the image shows: mean luminance "
+            f"{k['mean_luminance']:.2f}, {k['objects_visible']} objects visible, raw-depth holes "
+            f"{100 * k['hole_fraction']:.1f}% of pixels"
+        )
+        return fig, caption
+
+    return explorer(controls, draw)
+
+
+def mask_explorer(
+    image: torch.Tensor,
+    patches: Sequence[int] = (8, 16, 32),
+    *,
+    patch: int | None = None,
+    ratio: float = 0.6,
+    seed: int = 0,
+):
+    """Sliders for mask ratio, patch size and seed over one (3, H, W) image in [0, 1]: the image
+    with its masked patches dark, and the kept count SparK's rule fixes, round(n·(1−ratio)).
+
+    ``patches`` must divide the image's height and width; ``patch`` (default: the largest) is the
+    starting patch size.
+    """
+    import ipywidgets as widgets
+
+    height, width = image.shape[-2:]
+    patches = sorted(int(p) for p in patches)
+    bad = [p for p in patches if p < 1 or height % p or width % p]
+    if bad or not patches:
+        raise ConfigError(
+            f"patch sizes {bad or patches} do not divide the {height}x{width} image; "
+            "pick divisors of both sides (e.g. 16 and 32 for 224x320)."
+        )
+    start = patches[-1] if patch is None else int(patch)
+    if start not in patches:
+        raise ConfigError(f"patch {start} is not one of the patch sizes {patches}.")
+    controls = {
+        "ratio": widgets.FloatSlider(
+            value=ratio,
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            description="mask ratio",
+            continuous_update=False,
+            style=STYLE,
+        ),  # fmt: skip
+        "patch": widgets.SelectionSlider(
+            options=patches,
+            value=start,
+            description="patch (px)",
+            continuous_update=False,
+            style=STYLE,
+        ),  # fmt: skip
+        "seed": widgets.IntSlider(
+            value=seed, min=0, max=20, description="seed", continuous_update=False, style=STYLE
+        ),
+    }
+
+    def draw(ratio: float, patch: int, seed: int) -> tuple[Figure, str]:
+        ratio = round(float(ratio), 4)  # slider floats such as 0.6000000000000001
+        fig = Figure(figsize=(6.0, 6.0 * height / width + 0.4), layout="constrained")
+        ax = fig.subplots()
+        gh, gw = height // patch, width // patch
+        n = gh * gw
+        try:
+            keep = kept_patch_count(n, ratio)
+        except ConfigError as err:  # so high a ratio that no patch is left
+            ax.imshow(hwc(image.reshape(3, height, width)))
+            bare(ax)
+            return fig, str(err)
+        mask = make_patch_mask(1, height, width, patch, ratio, seed=seed)
+        kept = show_masked(ax, image, mask, patch)
+        ax.set_title(f"patch {patch} · mask ratio {ratio:g} · seed {seed}", fontsize=10)
+        caption = (
+            f"{gh}×{gw} = {n} patches of {patch}×{patch} px; SparK's rule keeps "
+            f"round({n} × {1 - ratio:.2f}) = {keep}; this mask keeps <b>{kept}</b> "
+            f"(the other {n - kept} are masked)"
+        )
+        return fig, caption
+
+    return explorer(controls, draw)
