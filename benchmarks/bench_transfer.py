@@ -40,9 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "transfer_study.json"
 FULL = {
     "cpu": StudyConfig(
-        arms=tuple(ARMS), label_fractions=(1.0, 0.1), seeds=(0, 1, 2), pretrain_seeds=(0, 1),
+        arms=tuple(ARMS), label_fractions=(1.0, 0.1), seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1),
         epochs=5, sweep_arms=("scratch", "spark", "imagenet"), sweep_fraction=0.1,
-        sweep_epochs=(20,), sweep_seeds=(0, 1, 2), compute_matched=(0.1,),
+        sweep_epochs=(20,), sweep_seeds=(0, 1, 2), compute_matched=(0.1,), matched_seeds=(0, 1, 2),
     ),
     "quick": StudyConfig(
         arms=tuple(ARMS), seeds=(0, 1), pretrain_seeds=(0, 1), epochs=1,

@@ -121,6 +121,7 @@ class StudyConfig:
     sweep_epochs: tuple[int, ...] = ()  # () = no sweep
     sweep_seeds: tuple[int, ...] = (0,)
     compute_matched: tuple[float, ...] = ()  # label fractions that get compute-matched scratch
+    matched_seeds: tuple[int, ...] | None = None  # their seeds (None: the main seeds)
 
 
 @dataclass(frozen=True)

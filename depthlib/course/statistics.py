@@ -287,12 +287,14 @@ def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dic
 def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: float) -> dict:
     """Per arm at ``label_fraction``: ``[(epochs, mean, std, compute_s), ...]`` by budget, where
     compute_s is the mean training-step time of fine-tuning plus the arm's pretraining (from the
-    results file): the x-axes of "does the gain survive longer training, and at equal compute?"."""
+    results file): the x-axes of "does the gain survive longer training, and at equal compute?".
+    Compute-matched scratch runs are scratch points at their own budget."""
     pretrain = {name: c["step_s"] for name, c in (record.get("pretraining") or {}).items()}
     groups: dict[tuple, list] = {}
     for r in runs:
-        if r.label_fraction == label_fraction and r.arm in record["study"]["sweep_arms"]:
-            groups.setdefault((r.arm, r.epochs), []).append(r)
+        arm = "scratch" if r.arm.startswith("scratch") else r.arm  # compute-matched is scratch too
+        if r.label_fraction == label_fraction and arm in record["study"]["sweep_arms"]:
+            groups.setdefault((arm, r.epochs), []).append(r)
     curves: dict[str, list] = {}
     for (arm, epochs), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
         mean, std = _mean_std([m.metrics[metric] for m in members])

@@ -243,7 +243,7 @@ def run_study(
         raise ConfigError(f"compute_matched {unknown} must be among label_fractions.")
     for fraction in st.compute_matched:
         matched = _matched_epochs(root, runs, fraction, st.epochs)
-        for seed in st.seeds:
+        for seed in st.seeds if st.matched_seeds is None else st.matched_seeds:
             run = _run(prof, data_path, root, st, "scratch", fraction, matched, seed, finetune,
                        progress, echo)  # fmt: skip
             runs.append(dataclasses.replace(run, arm=MATCHED))
