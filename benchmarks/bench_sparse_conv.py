@@ -23,7 +23,12 @@ from depthlib.course.sparse_reference import markdown_table, measure_sparse_vs_d
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--size", type=int, default=28, help="feature map side (28 = stage 3, stride 8 of a 224 image)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=28,
+        help="feature map side (28 = stage 3, stride 8 of a 224 image)",
+    )
     parser.add_argument("--patch", type=int, default=4, help="mask patch side on this map")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.4, 0.6, 0.75, 0.9])

@@ -27,12 +27,12 @@ import torch
 
 from depthlib.course.statistics import (
     format_study_table,
-    paired_verdict,
     results_record,
+    study_verdicts,
     summarize,
     write_results,
 )
-from depthlib.course.study import ARMS, MATCHED, course_data, run_study, study_dir
+from depthlib.course.study import ARMS, course_data, run_study, study_dir
 from depthlib.profiles import StudyConfig, get_profile
 from depthlib.train.runlog import read_run_rows
 
@@ -73,23 +73,6 @@ def pretraining_curves(profile, data, study) -> dict:
     return curves
 
 
-def verdicts(runs, study) -> list[dict]:
-    """Every arm against scratch at the main budget (compute-matched scratch against scratch
-    with its own, longer budget), then the sweep's arms against scratch at each budget."""
-    out = []
-    for fraction in study.label_fractions:
-        matched = [MATCHED] if fraction in study.compute_matched else []
-        for arm in [a for a in study.arms if a != "scratch"] + matched:
-            budget = None if arm == MATCHED else study.epochs
-            out.append(paired_verdict(runs, arm, label_fraction=fraction, epochs=budget,
-                                      versus_epochs=study.epochs))  # fmt: skip
-    for epochs in (study.epochs, *study.sweep_epochs):
-        for arm in [a for a in study.sweep_arms if a != "scratch"]:
-            out.append(paired_verdict(runs, arm, label_fraction=study.sweep_fraction,
-                                      epochs=epochs) | {"epochs": epochs})  # fmt: skip
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
@@ -104,15 +87,16 @@ def main() -> None:
     runs = run_study(profile, study=study, progress=False)
     seconds = time.monotonic() - start
     print(format_study_table(summarize(runs)))
-    found = verdicts(runs, study)
+    data = course_data(profile)
+    matched = study_dir(profile, data) / "compute_match.json"
+    compute_match = json.loads(matched.read_text()) if matched.is_file() else None
+    found = study_verdicts(runs, study, compute_match)
     for v in found:
         print("-", v["summary"])
-    data = course_data(profile)
     record = results_record(runs, profile, study, {"commit": commit(), "wall_s": round(seconds)})
     record["pretraining"] = pretraining_curves(profile, data, study)
     record["verdicts"] = found
-    matched = study_dir(profile, data) / "compute_match.json"
-    record["compute_match"] = json.loads(matched.read_text()) if matched.is_file() else None
+    record["compute_match"] = compute_match
     print(f"wrote {write_results(args.out, record)} after {seconds / 60:.1f} min")
 
 

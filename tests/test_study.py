@@ -17,6 +17,7 @@ from depthlib.course.statistics import (
     paired_interval,
     paired_verdict,
     results_record,
+    study_verdicts,
     summarize,
     write_results,
 )
@@ -164,6 +165,30 @@ def test_verdict_reads_the_interval_in_the_metrics_direction():
     assert v["metrics"]["abs_rel"]["verdict"] == "no clear difference"
     v = paired_verdict(runs[:5] + runs[5:6], "spark", label_fraction=0.1, metrics=("abs_rel",))
     assert v["metrics"]["abs_rel"]["verdict"] == "too few paired seeds"
+
+
+def test_study_verdicts_ask_every_question_of_the_design():
+    design = dataclasses.replace(FULL, epochs=5, sweep_epochs=(20,), seeds=(0, 1, 2),
+                                 compute_matched=(0.1,))  # fmt: skip
+    runs = [
+        _fake(a, s, 0.2 - 0.01 * (a != "scratch") - 0.001 * s, 0.7) for a in ARMS for s in range(3)
+    ]
+    runs += [dataclasses.replace(_fake(MATCHED, s, 0.19, 0.7), epochs=17) for s in range(3)]
+    runs += [dataclasses.replace(_fake(a, s, 0.15, 0.8), epochs=20) for a in ARMS for s in range(3)]
+    match = {
+        "labels10-epochs5": {"epochs": 17, "pretrain_step_s": 1.0, "finetune_epoch_step_s": 1.0}
+    }
+    found = {v["question"]: v for v in study_verdicts(runs, design, match)}
+    assert set(found) >= {
+        "spark vs scratch, 5 epochs", "zero-out vs scratch, 5 epochs",
+        "sparse vs zero-out masked pretraining", "spark vs compute-matched scratch",
+        "imagenet vs compute-matched scratch", "spark vs scratch, 20 epochs",
+    }  # fmt: skip
+    assert found["spark vs scratch, 5 epochs"]["metrics"]["abs_rel"]["verdict"] == "better"
+    matched = found["spark vs compute-matched scratch"]
+    assert matched["seeds"] == [0, 1, 2]
+    assert f"{MATCHED}, 17 epochs" in matched["summary"]
+    assert found["spark vs scratch, 20 epochs"]["summary"].startswith("at 20 epochs: ")
 
 
 def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):

@@ -1,14 +1,13 @@
 """The notebooks' interactive explorers: they build without a display (no kernel, no browser) and
 moving a control really draws a new picture with a matching caption."""
 
+import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ipywidgets")
-
-from depthlib.data.rooms import render_room  # noqa: E402
-from depthlib.errors import ConfigError  # noqa: E402
-from depthlib.viz.widgets import KNOB_SLIDERS, knob_explorer, mask_explorer  # noqa: E402
+from depthlib.data.rooms import render_room
+from depthlib.errors import ConfigError
+from depthlib.viz.widgets import KNOB_SLIDERS, knob_explorer, mask_explorer, prediction_explorer
 
 H, W = 24, 32
 
@@ -96,3 +95,27 @@ def test_explorer_pictures_are_not_pyplot_figures():
     plt.close("all")
     mask_explorer(_image(), patches=(32,))
     assert plt.get_fignums() == []  # an inline backend would otherwise show them twice
+
+
+def test_prediction_explorer_draws_the_picked_image_and_ranks_the_models():
+    rng = np.random.default_rng(0)
+    asked = []
+
+    def row_for(i):
+        asked.append(i)
+        depth = rng.uniform(1, 5, (H, W)).astype(np.float32)
+        return {
+            "index": 100 + i, "rgb": rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
+            "depth": depth, "valid": depth > 0,
+            "predictions": {"a": (depth * 1.2, 0.2 + i), "b": (depth, 0.1)},
+        }  # fmt: skip
+
+    box = prediction_explorer(row_for, n_images=3)
+    controls, caption, picture = _parts(box)
+    assert asked == [0] and caption.value == "test image 100, AbsRel: b 0.100, a 0.200"
+    first = picture.value
+    controls["test image"].value = 2
+    assert asked == [0, 2] and caption.value.startswith("test image 102,")
+    assert picture.value != first
+    with pytest.raises(ConfigError, match="index 3 of 3 images"):
+        prediction_explorer(row_for, n_images=3, index=3)

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from depthlib.atomic import atomic_write_text
-from depthlib.errors import ConfigError
-from depthlib.profiles import DATASET_ENV, Profile, get_profile, shown_path
+from depthlib.errors import ConfigError, DataError
+from depthlib.profiles import DATASET_ENV, REPO_ROOT, Profile, get_profile, shown_path
 
 __all__ = ["STAGES", "Stage", "reproduce", "results_markdown"]
 
@@ -102,10 +102,40 @@ def _machine() -> str:
     )
 
 
+STUDY_FILE = REPO_ROOT / "benchmarks" / "results" / "transfer_study.json"
+
+
+def _full_study(profile: Profile) -> list[str]:
+    """The committed full study of this profile's settings: its table and every verdict."""
+    from depthlib.course.statistics import (
+        format_study_table,
+        load_results,
+        study_verdicts,
+        summarize,
+    )
+
+    head = ["## The full study (`benchmarks/bench_transfer.py`, committed results file)", ""]
+    try:
+        record, stored = load_results(STUDY_FILE, profile)
+    except (ConfigError, DataError) as err:
+        return head + [f"Not shown: {err}"]
+    prov, design = record["provenance"], record["study"]
+    verdicts = study_verdicts(stored, design, record.get("compute_match"))
+    return head + [
+        f"Commit {prov['commit']}, {prov['date']}, {prov['machine']}, torch {prov['torch']}; "
+        f"seeds {design['seeds']}, pretraining seeds {design['pretrain_seeds']}. Intervals: 95%, "
+        "the wider of a paired bootstrap and Student's t over the seeds.",
+        "",
+        format_study_table(summarize(stored)),
+        "",
+        *[f"- {v['question']}: {v['summary']}" for v in verdicts],
+    ]
+
+
 def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
     """``RESULTS.md``: the lean study's table and paired verdicts, each course model's protocol
     table beside the baselines, the machine and the time per stage."""
-    from depthlib.course.statistics import format_study_table, paired_verdict, summarize
+    from depthlib.course.statistics import format_study_table, study_verdicts, summarize
 
     lines = [
         f"# Results — profile `{profile.name}`",
@@ -123,12 +153,12 @@ def results_markdown(profile: Profile, runs, timings: dict[str, float], data) ->
         format_study_table(summarize(runs)),
         "",
     ]
-    for fraction in profile.study.label_fractions:
-        for arm in profile.study.arms:
-            if arm != "scratch":
-                verdict = paired_verdict(runs, arm, label_fraction=fraction)
-                lines.append(f"- {verdict['summary']}")
-    lines += ["", "## Each model beside the baselines (first seed, all labels, all metrics)", ""]
+    if len(profile.study.seeds) > 1:
+        lines += [f"- {v['summary']}" for v in study_verdicts(runs, profile.study)]
+    else:
+        lines.append("One seed: no interval and no verdict here; the full study below has both.")
+    lines += ["", *_full_study(profile), ""]
+    lines += ["## Each model beside the baselines (first seed, all labels, all metrics)", ""]
     first = min(r.seed for r in runs)
     for run in runs:
         if run.label_fraction == 1.0 and run.seed == first:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from depthlib.atomic import atomic_write_text, to_json
+from depthlib.course.study import MATCHED, step_seconds
 from depthlib.depth.metrics import MeanDepthBaseline
 from depthlib.errors import ConfigError, DataError
 
@@ -40,6 +41,7 @@ __all__ = [
     "paired_verdict",
     "results_record",
     "settings_hash",
+    "study_verdicts",
     "summarize",
     "write_results",
 ]
@@ -188,6 +190,38 @@ def _sentence(v: dict) -> str:
     )
 
 
+def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) -> list[dict]:
+    """Every comparison the study was designed for, each a :func:`paired_verdict` with its
+    ``question``: each arm against scratch at the main budget; SparK against zero-out masking
+    (the sparse operators' own share); SparK and ImageNet against compute-matched scratch;
+    the sweep's arms against scratch at each longer budget. ``design``: the StudyConfig or its
+    dict (a results file's ``study``); ``compute_match``: ``compute_match.json``'s content."""
+    d = design if isinstance(design, dict) else dataclasses.asdict(design)
+    epochs, arms, out = d["epochs"], d["arms"], []
+    for fraction in d["label_fractions"]:
+        for arm in [a for a in arms if a != "scratch"]:
+            v = paired_verdict(runs, arm, label_fraction=fraction, epochs=epochs)
+            out.append(v | {"question": f"{arm} vs scratch, {epochs} epochs"})
+        if {"spark", "zero-out"} <= set(arms):
+            v = paired_verdict(runs, "spark", "zero-out", label_fraction=fraction, epochs=epochs)
+            out.append(v | {"question": "sparse vs zero-out masked pretraining"})
+    for key, match in (compute_match or {}).items():
+        fraction = next(
+            (f for f in d["compute_matched"] if key.startswith(f"labels{100 * f:g}-")), None
+        )
+        for arm in [a for a in ("spark", "imagenet") if a in arms and fraction is not None]:
+            v = paired_verdict(runs, arm, MATCHED, label_fraction=fraction, epochs=epochs,
+                               versus_epochs=match["epochs"])  # fmt: skip
+            v["summary"] = v["summary"].replace(MATCHED, f"{MATCHED}, {match['epochs']} epochs")
+            out.append(v | {"question": f"{arm} vs compute-matched scratch"})
+    for budget in d["sweep_epochs"]:
+        for arm in [a for a in d["sweep_arms"] if a != "scratch"]:
+            v = paired_verdict(runs, arm, label_fraction=d["sweep_fraction"], epochs=budget)
+            v["summary"] = f"at {budget} epochs: " + v["summary"]
+            out.append(v | {"question": f"{arm} vs scratch, {budget} epochs"})
+    return out
+
+
 # ---------------------------------------------------------------- the results file
 def settings_hash(profile, study=None) -> str:
     """A short hash of everything that decides the study's numbers: fine-tune, pretraining and
@@ -204,8 +238,6 @@ def settings_hash(profile, study=None) -> str:
 
 def results_record(runs: Sequence, profile, study, extra: dict | None = None) -> dict:
     """The study as data: provenance, settings and their hash, and every run's metrics."""
-    from depthlib.course.study import step_seconds
-
     return {
         "provenance": {
             "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -238,7 +238,7 @@ class _Run:
     # ------------------------------------------------------------------ the loop
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
         last = (
-            f"the last good checkpoint is {self.last_ckpt}"
+            f"the last good checkpoint is {shown_path(self.last_ckpt)}"
             if self.last_ckpt
             else "no checkpoint had been written yet"
         )
@@ -424,7 +424,9 @@ def fit(
         )
         return run.result("already_complete")
     if run.step:
-        run.say(f"Resuming from {run.last_ckpt} at epoch {run.epoch + 1}, step {run.step}.")
+        run.say(
+            f"Resuming from {shown_path(run.last_ckpt)} at epoch {run.epoch + 1}, step {run.step}."
+        )
 
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
@@ -436,12 +438,12 @@ def fit(
         torch.use_deterministic_algorithms(deterministic_before)
     if stop_reason == "interrupted":
         run.say(
-            f"Stopped by {signals.reason} at step {run.step}; checkpoint: {run.last_ckpt}. "
+            f"Stopped by {signals.reason} at step {run.step}; checkpoint: {shown_path(run.last_ckpt)}. "
             "Continue with resume=True (--resume)."
         )
     elif stop_reason == "time_budget":
         run.say(
             f"Time budget of {config.time_budget_s:g} s used up at step {run.step} of "
-            f"{run.total_steps}; checkpoint: {run.last_ckpt}. Continue with resume=True."
+            f"{run.total_steps}; checkpoint: {shown_path(run.last_ckpt)}. Continue with resume=True."
         )
     return run.result(stop_reason)

@@ -24,20 +24,25 @@ __all__ = ["plot_knob_sweep", "plot_predictions"]
 MODEL_COLORS = ("#4C72B0", "#DD8452", "#8c8c8c", "#55A868", "#C44E52", "#8172B3")
 
 
-def plot_predictions(rows: Sequence[Mapping], title: str | None = None):
+def plot_predictions(rows: Sequence[Mapping], title: str | None = None, *, figure=None):
     """Input | ground truth | each model's prediction, one row per test image (the report's
     Figures 5-6; ``prediction_rows`` output).
 
     All depth maps of a row share one colour scale, taken from that image's valid ground truth
     (2nd-98th percentile), and one colour bar: a prediction that looks like its ground truth is
     right in metres, not only in shape. Each prediction's title gives the image's AbsRel.
+    ``figure``: draw into this (e.g. a widget's ``matplotlib.figure.Figure``) instead of pyplot.
     """
     if not rows:
         raise DataError("No images to draw: pass prediction_rows(...) for some indices.")
     names = list(rows[0]["predictions"])
     n, cols = len(rows), 2 + len(names)
-    fig, axes = plt.subplots(n, cols, figsize=(3.1 * cols + 0.6, 2.5 * n), squeeze=False,
-                             layout="constrained")  # fmt: skip
+    size = (3.1 * cols + 0.6, 2.5 * n)
+    fig = figure if figure is not None else plt.figure(figsize=size, layout="constrained")
+    if figure is not None:
+        fig.set_size_inches(*size)
+        fig.set_layout_engine("constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
     for ax_row, r in zip(axes, rows, strict=True):
         valid = np.asarray(r["valid"], bool)
         gt = np.asarray(r["depth"], float)

@@ -9,6 +9,7 @@ not run widgets: every notebook keeps a static figure with the same content besi
 
     knob_explorer(seed, index, height, width, knobs)   one room under forced scene knobs (00)
     mask_explorer(image, patches, ratio, seed)          a SparK patch mask on one image (01)
+    prediction_explorer(row_for, n_images)              one test image, each model's prediction (05)
 
 A new explorer is a dict of controls plus a ``draw(**values) -> (Figure, caption)``, wired by
 :func:`explorer`.
@@ -30,9 +31,10 @@ from depthlib.errors import ConfigError
 from depthlib.spark.masks import kept_patch_count, make_patch_mask
 from depthlib.viz import bare, hwc
 from depthlib.viz.data import show_depth
+from depthlib.viz.failure_modes import plot_predictions
 from depthlib.viz.masking import show_masked
 
-__all__ = ["KNOB_SLIDERS", "explorer", "knob_explorer", "mask_explorer"]
+__all__ = ["KNOB_SLIDERS", "explorer", "knob_explorer", "mask_explorer", "prediction_explorer"]
 
 # Slider range and step per room knob: the default draws' range plus some tail (see RoomKnobs).
 KNOB_SLIDERS: dict[str, tuple[float, float, float]] = {
@@ -218,6 +220,38 @@ def mask_explorer(
             f"{gh}×{gw} = {n} patches of {patch}×{patch} px; SparK's rule keeps "
             f"round({n} × {1 - ratio:.2f}) = {keep}; this mask keeps <b>{kept}</b> "
             f"(the other {n - kept} are masked)"
+        )
+        return fig, caption
+
+    return explorer(controls, draw)
+
+
+def prediction_explorer(row_for: Callable[[int], Mapping], n_images: int, index: int = 0):
+    """A slider over the test images: input | ground truth | each model's prediction, on one
+    colour scale (the Figures 5-6 layout). ``row_for(i)`` returns image ``i``'s row in the format
+    of ``depthlib.course.failure_modes.prediction_rows``; the caption ranks the models on it."""
+    import ipywidgets as widgets
+
+    if int(n_images) < 1 or not 0 <= int(index) < int(n_images):
+        raise ConfigError(f"need 0 <= index < n_images, got index {index} of {n_images} images.")
+    controls = {
+        "image": widgets.IntSlider(
+            value=int(index),
+            min=0,
+            max=int(n_images) - 1,
+            description="test image",
+            continuous_update=False,
+            style=STYLE,
+        )
+    }
+
+    def draw(image: int) -> tuple[Figure, str]:
+        row = row_for(int(image))
+        fig = Figure()
+        plot_predictions([row], figure=fig)
+        ranked = sorted(row["predictions"].items(), key=lambda kv: kv[1][1])
+        caption = f"test image {row['index']}, AbsRel: " + ", ".join(
+            f"{name} {abs_rel:.3f}" for name, (_, abs_rel) in ranked
         )
         return fig, caption
 
