@@ -81,6 +81,11 @@ def test_text_points_nowhere_outside_the_repository(path):
 
 def test_the_path_pattern_catches_machine_paths_and_spares_units_and_variables():
     caught = ["see /work/main/runs/x", "'/tmp/pytest-1/run'", "(/home/me/data/)"]
-    spared = ["0.22 s/step, 71 img/s", "$DEPTHLIB_RUNS/study-cpu/x", "runs/study-cpu/pretrain", "1/4"]
+    spared = [
+        "0.22 s/step, 71 img/s",
+        "$DEPTHLIB_RUNS/study-cpu/x",
+        "runs/study-cpu/pretrain",
+        "1/4",
+    ]
     assert all(ABSOLUTE_PATH.search(text) for text in caught)
     assert not any(ABSOLUTE_PATH.search(text) for text in spared)
