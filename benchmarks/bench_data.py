@@ -17,7 +17,6 @@ On 2 cores, workers compete with the model for the same cores: more workers is n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -26,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from provenance import provenance, refuse_to_replace
 
+from depthlib.atomic import atomic_write_text, to_json
 from depthlib.data.dataset import open_depth_dataset
 from depthlib.jobs.finetune import build_model, stream_train_data
 from depthlib.profiles import get_profile
@@ -55,10 +56,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=400)
     parser.add_argument("--steps", type=int, default=8, help="training steps timed per setting")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     args = parser.parse_args()
+    out = refuse_to_replace(args.json, args.overwrite) if args.json else None
     torch.set_num_threads(2)
     cfg = get_profile(args.profile).finetune
-    report = {"profile": args.profile, "pairs": args.pairs, "load_start": os.getloadavg()[0]}
+    report = {
+        "provenance": provenance(),
+        "profile": args.profile,
+        "model": f"UNet++ {cfg.encoder}, {cfg.height}x{cfg.width}, batch {cfg.batch_size}, bf16",
+        "pairs": args.pairs,
+        "steps_timed": args.steps,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         source = open_depth_dataset(write_export(Path(tmp), args.pairs))
@@ -90,9 +99,9 @@ def main() -> None:
                 "model_step_s": round(float(np.median(steps)), 3),
             }
             print(f"{workers} worker(s): {report[f'workers_{workers}']}")
-    report["load_end"] = os.getloadavg()[0]
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    report["load_end"] = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    if out:
+        print(f"wrote {atomic_write_text(out, to_json(report))}")
 
 
 if __name__ == "__main__":

@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
-import subprocess
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
+from provenance import provenance
 
 from depthlib.depth.metrics import MeanDepthBaseline, format_table
 from depthlib.jobs.finetune import build_model, finetune
@@ -37,30 +35,6 @@ from depthlib.profiles import FinetuneConfig, get_profile, runs_dir
 from depthlib.train.distributed import bf16_is_fast
 
 TARGET = {"delta1": 0.88, "abs_rel": 0.11, "seconds": 300.0}
-REPO = Path(__file__).resolve().parents[1]
-
-
-def provenance() -> dict:
-    """Commit, date, machine and load: what a result file needs to be believed later."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=False,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "depthlib"],
-            capture_output=True, text=True, check=False,
-        ).stdout.strip()  # fmt: skip
-    except OSError:
-        commit, dirty = "unknown", ""
-    return {
-        "commit": commit + ("+dirty" if dirty else ""),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} cores {platform.machine()} {platform.processor()}".strip(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load": "/".join(f"{v:.2f}" for v in os.getloadavg()),
-    }
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -154,8 +128,14 @@ def speed(args, profile) -> dict:
     cfg = dataclasses.replace(profile.finetune, **parse_settings(args.set))
     x = torch.randn(cfg.batch_size, 3, cfg.height, cfg.width)
     target = torch.rand(cfg.batch_size, 1, cfg.height, cfg.width) * 5 + 1
-    out = {"batch": cfg.batch_size, "size": [cfg.height, cfg.width], "bf16_fast": None}
-    out["bf16_fast"] = bf16_is_fast(torch.device("cpu"))
+    out = {
+        "encoder": cfg.encoder,
+        "encoder_depth": cfg.encoder_depth,
+        "decoder_channels": list(cfg.decoder_channels),
+        "batch": cfg.batch_size,
+        "size": [cfg.height, cfg.width],
+        "bf16_fast": bf16_is_fast(torch.device("cpu")),
+    }
     variants = {
         "fp32": {},
         "bf16": {"bf16": True},

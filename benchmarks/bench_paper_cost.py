@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
-import subprocess
 import time
-from pathlib import Path
 
 import torch
+from provenance import REPO, provenance, refuse_to_replace
 from torch.utils.flop_counter import FlopCounterMode
 
 from depthlib.atomic import atomic_write_text, to_json
@@ -34,15 +31,22 @@ from depthlib.profiles import get_profile
 from depthlib.spark.masks import make_patch_mask, patch_size_for_depth
 from depthlib.train.memory import GiB, step_bytes
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "paper_step_cost.json"
-NYU_TRAIN = 795  # images per fine-tuning epoch on NYU's official split
+# Images per fine-tuning epoch: NYU's official labelled train split, and BTS's "sync" export
+# (its list file has about 24k pairs; the round figure is enough for an hours estimate).
+EPOCH_IMAGES = {"labeled_795": 795, "bts_sync_24k": 24_000}
+# Assumed sustained training throughputs for the GPU estimate (not measured here): what mixed
+# precision reaches on a mid-range and a large GPU for convnets, as a range to scale from.
+ASSUMED_TFLOPS = (20, 60)
 
 
-def _commit() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    return out or "unknown"
+def _gpu_hours(flop_per_image: float, epochs: int) -> dict:
+    """Hours = FLOPs / an assumed sustained rate: an estimate to scale, never a measurement."""
+    return {
+        f"{name}_at_{rate}_tflops": round(flop_per_image * n * epochs / (rate * 1e12) / 3600, 2)
+        for name, n in EPOCH_IMAGES.items()
+        for rate in ASSUMED_TFLOPS
+    }
 
 
 def _timed(step, repeats: int) -> float:
@@ -84,8 +88,11 @@ def finetune_cost(micro: int, repeats: int) -> dict:
         "batch_32_gib": round((32 * activations + fixed) / GiB, 1),
         "cpu_s_per_image": round(seconds, 2),
         "cpu_micro_batch": micro,
-        "cpu_h_per_epoch": round(seconds * NYU_TRAIN / 3600, 2),
-        "cpu_h_15_epochs": round(seconds * NYU_TRAIN * cfg.epochs / 3600, 1),
+        "epochs": cfg.epochs,
+        "cpu_h_15_epochs": {
+            k: round(seconds * n * cfg.epochs / 3600, 1) for k, n in EPOCH_IMAGES.items()
+        },
+        "gpu_h_15_epochs_estimate": _gpu_hours(counter.get_total_flops(), cfg.epochs),
     }
 
 
@@ -113,6 +120,12 @@ def pretrain_cost(micro: int, repeats: int) -> dict:
         "cpu_micro_batch": micro,
         "images_per_run": cfg.n_images * cfg.epochs,
         "cpu_h_per_run": round(seconds * cfg.n_images * cfg.epochs / 3600, 1),
+        "gpu_h_per_run_estimate": {
+            f"at_{rate}_tflops": round(
+                counter.get_total_flops() * cfg.n_images * cfg.epochs / (rate * 1e12) / 3600, 2
+            )
+            for rate in ASSUMED_TFLOPS
+        },
     }
 
 
@@ -121,23 +134,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    out = refuse_to_replace(args.out, args.overwrite)
     record = {
-        "provenance": {
-            "commit": _commit(),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "machine": f"{os.cpu_count()} cores {platform.machine()}, no GPU"
-            if not torch.cuda.is_available()
-            else f"GPU {torch.cuda.get_device_name(0)}",
-            "torch": torch.__version__,
-            "threads": args.threads,
-        },
+        "provenance": provenance(),
         "finetune": finetune_cost(micro=2, repeats=args.repeats),
         "pretrain": pretrain_cost(micro=8, repeats=args.repeats),
     }
     print(json.dumps(record, indent=2))
-    print(f"wrote {atomic_write_text(Path(args.out), to_json(record))}")
+    print(f"wrote {atomic_write_text(out, to_json(record))}")
 
 
 if __name__ == "__main__":

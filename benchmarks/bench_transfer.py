@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
-from pathlib import Path
 
 import torch
+from provenance import REPO, commit
 
 from depthlib.course.statistics import (
     format_study_table,
@@ -36,7 +35,6 @@ from depthlib.course.study import ARMS, course_data, run_study, study_dir
 from depthlib.profiles import StudyConfig, get_profile
 from depthlib.train.runlog import read_run_rows
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "transfer_study.json"
 FULL = {
     "cpu": StudyConfig(
@@ -49,14 +47,6 @@ FULL = {
         sweep_epochs=(2,), sweep_seeds=(0,), compute_matched=(1.0, 0.1),
     ),
 }  # fmt: skip
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "depthlib"],
-                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
-    return (out or "unknown") + ("+uncommitted" if dirty else "")
 
 
 def pretraining_curves(profile, data, study) -> dict:

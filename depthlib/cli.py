@@ -157,8 +157,8 @@ def _add_pretrain(sub) -> None:
         "--data",
         default="rooms",
         help="'rooms' (the generator, with a seed of its own: never the labelled images), a "
-        "labelled .mat/.h5 file (its train split's RGB) or a folder of .png/.jpg images "
-        "(default: %(default)s)",
+        "labelled .mat/.h5 file (its train split's RGB), a folder export's list (DenseDepth "
+        ".csv or BTS .txt) or a folder of .png/.jpg images (default: %(default)s)",
     )
     p.add_argument("--encoder", help="smp encoder, e.g. resnet18, resnet34, tu-convnext_atto")
     p.add_argument("--mask-ratio", type=float, help="fraction of patches hidden (SparK: 0.6)")
@@ -218,9 +218,9 @@ def _add_finetune(sub) -> None:
     p = sub.add_parser(
         "finetune",
         help="train the UNet++ depth model on a labelled set and print its metric table",
-        description="Supervised UNet++ depth training on the train split (preloaded, augmented on "
-        "tensors), validated each epoch on the test split, checkpointed every epoch (--resume). "
-        "Ends with the protocol's metrics on the whole test split beside the train-set mean "
+        description="Supervised UNet++ depth training on the train split (a labelled file is "
+        "preloaded, a folder export streams), validated each epoch on a seeded held-out share of "
+        "the train split, checkpointed every epoch (--resume). Ends with the protocol's metrics on the whole test split beside the train-set mean "
         "depth map and median baselines. Unset options come from the profile.",
     )
     p.add_argument(

@@ -217,6 +217,8 @@ PROFILES: dict[str, Profile] = {
             decoder_width=768,
             num_workers=4,
         ),
+        # The study's arms at the report's fine-tuning budget.
+        study=StudyConfig(epochs=15),
     ),
 }
 

@@ -291,5 +291,6 @@ def load_image_pool(
         return labeled_pool(path, size, n_images, seed=seed, **kwargs)
     raise DataError(
         f"No pretraining data at {path}. --data takes 'rooms' (the generator), a labelled "
-        ".mat/.h5 file (its train split's RGB is used) or a folder of .png/.jpg images."
+        ".mat/.h5 file (its train split's RGB is used), a folder export's list (DenseDepth "
+        ".csv or BTS .txt: its RGB files) or a folder of .png/.jpg images."
     )

