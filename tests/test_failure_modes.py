@@ -266,3 +266,19 @@ def test_results_rows_read_each_runs_evaluation(tmp_path):
         results_rows(runs, baseline_run="other")
     with pytest.raises(DataError, match="no final evaluation"):
         results_rows({"x": tmp_path / "missing"})
+
+
+def test_an_inconclusive_sentence_says_what_its_interval_excludes():
+    """An interval above 0 that still holds the material size is a detected but unproven effect,
+    not one that "neither excludes 0 nor ..."."""
+    base = np.full(20, 0.2)  # material size: 10 % of 0.2 = 0.02
+    offsets = np.resize([0.035, -0.005], 20)  # mean +0.015, spread wide enough to hold +0.02
+    detected = claim_verdict(_rows(base + offsets, base), "dark")
+    lo, hi = detected["ci_worse"]
+    assert detected["verdict"] == "inconclusive" and 0 < lo < 0.02 <= hi
+    assert "excludes 0" in detected["sentence"] and "neither" not in detected["sentence"]
+    wide = np.resize([0.05, -0.034], 20)  # mean +0.008, an interval from below 0 to above 0.02
+    straddling = claim_verdict(_rows(base + wide, base), "dark")
+    assert straddling["ci_worse"][0] < 0 < straddling["ci_worse"][1]
+    assert straddling["verdict"] == "inconclusive"
+    assert "includes both 0 and the material size" in straddling["sentence"]

@@ -40,7 +40,7 @@ def test_spark_figure_writes_the_measured_shapes(depth, tmp_path):
     features = model.encode(image.float() / 255.0, mask)  # shapes do not depend on the values
     for k in model.feature_indices:
         assert shape(features[k]) in written
-    assert f"stage {depth - 1} · stride {model.patch}" in written
+    assert f"stage {depth} · stride {model.patch}" in written  # stage s = stride 2**s
     widths = model.decoder.widths
     for i in range(depth):  # block i outputs widths[i + 1] channels at stride patch / 2**(i+1)
         scale = model.patch // 2 ** (i + 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -152,7 +153,8 @@ def execute_notebook(
 
     atomic_write_text(out, _text(notebook))
     if error is not None:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the kernel's colour codes
+        first_line = text.splitlines()[-1].rstrip(".") if text else repr(error)
         raise DataError(
             f"Notebook {path.name} failed: {first_line}. The partly executed copy is in {out}; "
             "fix the cause and run again (finished notebooks and runs are reused)."

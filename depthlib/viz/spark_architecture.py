@@ -159,7 +159,10 @@ def _draw_encoder_and_densify(ax, b: _Board, x, seen, mask) -> list[float]:
         fh = cell_grid(ax, codes, (xs[c], b.top), width, colors)
         stride = x.shape[-1] // feature.shape[-1]
         label(
-            ax, (xs[c], b.top + fh / 2 + 0.1), f"stage {k + 1} · stride {stride}", fontweight="bold"
+            ax,
+            (xs[c], b.top + fh / 2 + 0.1),
+            f"stage {stride.bit_length() - 1} · stride {stride}",
+            fontweight="bold",
         )
         label(ax, (xs[c], b.top - fh / 2 - 0.1), shape_text(feature), above=False)
         prev = xs[c - 1] + (b.thumb if k == 0 else b.stage_width(k - 1)) / 2
