@@ -217,8 +217,8 @@ def plot_budget_sweep(curves: Mapping[str, Sequence], metric: str = "delta1", ti
                             color=line.get_color(), alpha=0.15)  # fmt: skip
     axes[0].set_xlabel("fine-tune epochs")
     axes[1].set_xlabel("training-step time, pretraining included (min)")
-    for ax in axes:
-        ax.set_ylabel(_title(metric))
+    for ax in axes:  # the study's runs are scored on the test split, once each
+        ax.set_ylabel(_title(metric).replace("val ", "test ", 1))
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log", base=2)
     axes[0].legend(fontsize=8)
