@@ -147,7 +147,7 @@ def results_markdown(profile: Profile, runs, timings: dict[str, float], data) ->
         "",
         f"The lean study of the profile: {profile.study.epochs} fine-tune epochs, seeds "
         f"{list(profile.study.seeds)}. The full study (more arms and seeds, a budget sweep, "
-        "compute-matched scratch, bootstrap intervals) is `benchmarks/bench_transfer.py`'s, "
+        "compute-matched scratch, paired confidence intervals) is `benchmarks/bench_transfer.py`'s, "
         "committed in `benchmarks/results/transfer_study.json`.",
         "",
         format_study_table(summarize(runs)),
