@@ -29,9 +29,9 @@ from provenance import provenance, refuse_to_replace
 
 from depthlib.atomic import atomic_write_text, to_json
 from depthlib.data.dataset import open_depth_dataset
-from depthlib.jobs.finetune import build_model, stream_train_data
+from depthlib.data.transforms import normalize
+from depthlib.jobs.finetune import build_model, depth_batches, train_data
 from depthlib.profiles import get_profile
-from depthlib.train.batches import epoch_loader
 
 
 def write_export(root: Path, n: int) -> Path:
@@ -72,13 +72,13 @@ def main() -> None:
         t0 = time.perf_counter()
         source = open_depth_dataset(write_export(Path(tmp), args.pairs))
         print(f"wrote {args.pairs} pairs of 480x640 in {time.perf_counter() - t0:.0f} s")
-        data = stream_train_data(source, cfg, np.arange(len(source)), seed=0)
+        data = train_data(source, cfg, np.arange(len(source)), seed=0)
         model = build_model(cfg).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         for workers in (0, 1, 2):
-            loader = epoch_loader(data, cfg.batch_size, seed=0, num_workers=workers)
+            loader = depth_batches(data, cfg.batch_size, seed=0, num_workers=workers)
             t0 = time.perf_counter()
-            n = sum(len(b["image"]) for b in loader)
+            n = sum(len(b["rgb"]) for b in loader)
             data_rate = n / (time.perf_counter() - t0)
             waits, steps = [], []
             it = iter(loader)
@@ -87,7 +87,7 @@ def main() -> None:
                 batch = next(it)
                 t1 = time.perf_counter()
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    loss = model(batch["image"]).float().mean()
+                    loss = model(normalize(batch["rgb"])).float().mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -28,7 +28,7 @@ from depthlib.depth.losses import DepthLoss
 from depthlib.jobs.finetune import build_model
 from depthlib.jobs.pretrain import build_spark
 from depthlib.profiles import get_profile
-from depthlib.spark.masks import make_patch_mask, patch_size_for_depth
+from depthlib.spark.model import make_patch_mask
 from depthlib.train.memory import GiB, step_bytes
 
 RESULTS = REPO / "benchmarks" / "results" / "paper_step_cost.json"
@@ -101,7 +101,7 @@ def pretrain_cost(micro: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = build_spark(cfg).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    size, patch = (cfg.height, cfg.width), patch_size_for_depth(cfg.encoder_depth)
+    size, patch = (cfg.height, cfg.width), 2**cfg.encoder_depth
 
     def step(n=micro):
         x = torch.randn(n, 3, *size)

@@ -21,9 +21,10 @@ import torch
 
 from depthlib.depth.losses import DepthLoss
 from depthlib.depth.unetpp import DepthUNetPlusPlus
-from depthlib.train import TrainConfig, fit
+from depthlib.profiles import TrainConfig
+from depthlib.train import Task, fit
 from depthlib.train.batches import epoch_loader
-from depthlib.train.checkpoint import CheckpointStore, load_checkpoint, model_weights
+from depthlib.train.checkpoint import CheckpointStore, load_checkpoint
 from depthlib.train.rng import capture_rng_state
 
 
@@ -40,7 +41,7 @@ class _Data(torch.utils.data.Dataset):
         return {"rgb": self.rgb[i], "depth": self.depth[i]}
 
 
-class _DepthTask:
+class _DepthTask(Task):
     def __init__(self):
         self.loss = DepthLoss()
 
@@ -84,7 +85,7 @@ def main() -> None:
         store = CheckpointStore(Path(tmp) / "s")
         state = {"optimizer": opt.state_dict(), "rng": capture_rng_state(), "step": 1, "epoch": 1}
         start = time.perf_counter()
-        store.save("epoch_0001", model_weights(model), state, {"step": 1, "epoch": 1})
+        store.save("epoch_0001", model.state_dict(), state, {"step": 1, "epoch": 1})
         save_s = time.perf_counter() - start
         ckpt_bytes = sum(f.stat().st_size for f in (store.root / "epoch_0001").iterdir())
         start = time.perf_counter()
@@ -93,7 +94,7 @@ def main() -> None:
 
         # alternate the two so that load from other processes hits both alike; keep the fastest
         bare, fitted = [], []
-        config = TrainConfig(epochs=1, lr=1e-3, warmup=0.2, log_every=5)
+        config = TrainConfig(epochs=1, lr=1e-3, warmup_epochs=0.2, log_every=5)
         for rep in range(args.repeats):
             bare.append(bare_loop())
             loader = epoch_loader(data, args.batch)

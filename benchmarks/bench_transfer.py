@@ -27,8 +27,8 @@ from provenance import REPO, commit
 from depthlib.course.statistics import (
     format_study_table,
     results_record,
+    study_rows,
     study_verdicts,
-    summarize,
     write_results,
 )
 from depthlib.course.study import ARMS, course_data, run_study, study_dir
@@ -76,7 +76,7 @@ def main() -> None:
     start = time.monotonic()
     runs = run_study(profile, study=study, progress=False)
     seconds = time.monotonic() - start
-    print(format_study_table(summarize(runs)))
+    print(format_study_table(study_rows(runs)))
     data = course_data(profile)
     matched = study_dir(profile, data) / "compute_match.json"
     compute_match = json.loads(matched.read_text()) if matched.is_file() else None

@@ -17,7 +17,7 @@ _ENTRY_POINTS = {
     "evaluate": "depthlib.jobs.evaluate",
     "finetune": "depthlib.jobs.finetune",
     "get_profile": "depthlib.profiles",
-    "predict_paths": "depthlib.jobs.predict",
+    "write_depth_maps": "depthlib.jobs.predict",
     "pretrain": "depthlib.jobs.pretrain",
     "reproduce": "depthlib.course.reproduce",
 }

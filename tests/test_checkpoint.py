@@ -15,10 +15,8 @@ from depthlib.errors import CheckpointError, ConfigError
 from depthlib.train.checkpoint import (
     CheckpointStore,
     load_checkpoint,
-    load_model_weights,
     load_state,
     model_spec,
-    model_weights,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -57,7 +55,7 @@ def write(store, name, model, step, epoch=1, **extra):
         "epoch": epoch,
     }
     meta = {"step": step, "epoch": epoch, "model": model_spec(model)} | extra
-    return store.save(name, model_weights(model), state, meta)
+    return store.save(name, model.state_dict(), state, meta)
 
 
 class Boom:
@@ -121,7 +119,7 @@ def test_state_loads_with_weights_only_and_round_trips(tmp_path):
     opt = trained_optimizer(model)
     folder = save_checkpoint(
         tmp_path / "epoch_0001",
-        model_weights(model),
+        model.state_dict(),
         {"optimizer": opt.state_dict(), "rng": capture_rng_state(), "step": 1, "epoch": 1},
         {"step": 1, "epoch": 1, "model": model_spec(model, {"width": 8})},
     )
@@ -196,23 +194,19 @@ def test_state_that_needs_pickling_is_rejected_at_save_time(tmp_path):
 def test_other_width_or_architecture_names_the_mismatch(tmp_path):
     folder = write(CheckpointStore(tmp_path), "epoch_0001", Small(width=8), 4)
     ckpt = load_checkpoint(folder)
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*body\.0\.weight.*\(8, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch.*body\.0\.weight: file \(8, 3, 3, 3\)"
+    ):
         ckpt.restore_model(Small(width=16))
-    with pytest.raises(CheckpointError, match=r"missing key.*fc\.weight.*unexpected key"):
+    with pytest.raises(CheckpointError, match=r"missing key.*fc\.weight.*unexpected key") as err:
         ckpt.restore_model(Other())
-    with pytest.raises(CheckpointError, match="written for .*Small"):
-        ckpt.restore_model(Other())
-    # non-strict tolerates key differences but never shapes
-    missing, unexpected = load_model_weights(
-        Small(head=1), {"head.bias": torch.zeros(1)}, strict=False
-    )
-    assert "head.weight" in missing and unexpected == []
+    assert "written for" in str(err.value) and "Small" in str(err.value)
 
 
 def test_tied_weights_are_saved(tmp_path):
     model = Other()
     model.tied = model.fc  # the same parameters under two names
-    save_checkpoint(tmp_path / "c", model_weights(model), {}, {})
+    save_checkpoint(tmp_path / "c", model.state_dict(), {}, {})
     assert set(load_checkpoint(tmp_path / "c").weights) == {
         "fc.weight",
         "fc.bias",
@@ -239,9 +233,7 @@ def test_resolve_accepts_run_store_folder_and_inner_file(tmp_path):
 def test_retention_drops_old_epochs_and_superseded_step_checkpoints(tmp_path):
     store = CheckpointStore(tmp_path, keep_last=2)
     write(store, "epoch_0001", Small(), 4)
-    store.save(
-        "epoch_0002", model_weights(Small()), {"step": 8}, {"step": 8, "epoch": 2}, best=True
-    )
+    store.save("epoch_0002", Small().state_dict(), {"step": 8}, {"step": 8, "epoch": 2}, best=True)
     write(store, "step_00000010", Small(), 10, epoch=2)
     assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {
         "epoch_0001",
@@ -279,7 +271,7 @@ def test_unwritable_folder_is_a_config_error(tmp_path, read_only_dir):
 def test_build_model_rebuilds_allowed_classes_only(tmp_path):
     model = Small(width=4)
     model.config = {"width": 4}
-    folder = save_checkpoint(tmp_path / "c", model_weights(model), {}, {"model": model_spec(model)})
+    folder = save_checkpoint(tmp_path / "c", model.state_dict(), {}, {"model": model_spec(model)})
     ckpt = load_checkpoint(folder)
     with pytest.raises(CheckpointError, match="only depthlib. classes"):
         ckpt.build_model()  # this test module is not part of depthlib

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_convert
 
 from depthlib.data.dataset import DepthDataset, open_depth_dataset
 from depthlib.data.folders import BTSFolder, DenseDepthFolder
 from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
-from depthlib.data.transforms import Augment, hflip
+from depthlib.data.transforms import Augment
 from depthlib.errors import ConfigError, DataError
 
 N, H, W = 6, 24, 32
@@ -30,76 +30,72 @@ def labeled(tmp_path):
 def test_items_have_the_stated_shapes_and_dtypes(labeled):
     data = DepthDataset(NYULabeled(labeled, depth="raw"), size=(16, 20))
     item = data[1]
-    assert item["image"].shape == (3, 16, 20) and item["image"].dtype == torch.float32
+    assert item["rgb"].shape == (3, 16, 20) and item["rgb"].dtype == torch.uint8
     assert item["depth"].shape == (1, 16, 20) and item["depth"].dtype == torch.float32
     assert item["valid"].shape == (1, 16, 20) and item["valid"].dtype == torch.bool
-    assert item["index"] == 1 and isinstance(item["index"], int)
+    assert item["index"] == 1
     assert not item["valid"][0, 0, 0] and item["valid"][0, -1, -1]
-    assert item["image"].min() < -1.5 and item["image"].max() > 2.0  # normalised, not 0..1
-    batch = next(iter(DataLoader(data, batch_size=3)))
-    assert batch["image"].shape == (3, 3, 16, 20) and batch["index"].tolist() == [0, 1, 2]
+    batch = next(iter(DataLoader(data, batch_size=3, collate_fn=default_convert)))
+    assert batch["rgb"].shape == (3, 3, 16, 20) and batch["index"].tolist() == [0, 1, 2]
 
 
 def test_eval_items_are_the_reader_samples(labeled):
     reader = NYULabeled(labeled, split="test")
-    data = DepthDataset(reader)  # no size, no train: exactly the reader's pixels
+    data = DepthDataset(reader)  # no size, no augmentation: exactly the reader's pixels
     item, sample = data[0], reader[0]
-    assert item["index"] == 4
+    assert item["index"] == 4 and data.read(0)["index"] == 4
     np.testing.assert_array_equal(item["depth"][0].numpy(), sample["depth"])
-    rgb = (item["image"] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)) + torch.tensor(
-        [0.485, 0.456, 0.406]
-    ).view(3, 1, 1)
-    np.testing.assert_allclose(rgb.permute(1, 2, 0).numpy() * 255, sample["rgb"], atol=1e-3)
+    np.testing.assert_array_equal(item["rgb"].permute(1, 2, 0).numpy(), sample["rgb"])
 
 
 def test_train_augmentation_is_seeded_per_epoch(labeled):
     reader = NYULabeled(labeled, split="all")
-    a = DepthDataset(reader, train=True, seed=1)
-    b = DepthDataset(reader, train=True, seed=1)
-    assert torch.equal(a[2]["image"], b[2]["image"])
+    a = DepthDataset(reader, augment=Augment(), seed=1)
+    b = DepthDataset(reader, augment=Augment(), seed=1)
+    assert torch.equal(a[2]["rgb"], b[2]["rgb"])
     epochs = []
     for epoch in range(4):
         a.set_epoch(epoch)
-        epochs.append(a[2]["image"])
+        epochs.append(a[2]["rgb"])
     assert not all(torch.equal(epochs[0], e) for e in epochs[1:])
-    assert not torch.equal(DepthDataset(reader, train=True, seed=2)[2]["image"], b[2]["image"])
+    assert not torch.equal(DepthDataset(reader, augment=Augment(), seed=2)[2]["rgb"], b[2]["rgb"])
+
+
+def test_draws_repeat_the_positions_with_their_own_augmentation(labeled):
+    reader = NYULabeled(labeled, split="all")
+    data = DepthDataset(reader, [4, 1], augment=Augment(), seed=0, preload=True)
+    assert len(data) == 2 and data.tensors["rgb"].shape[0] == 2  # each image held once
+    batch = data.batch([0, 1, 2, 3])  # two passes over the two images
+    assert batch["index"].tolist() == [4, 1, 4, 1]
+    assert not torch.equal(batch["rgb"][0], batch["rgb"][2])  # another pass, another draw
 
 
 def test_workers_give_the_same_augmentations(labeled):
-    data = DepthDataset(NYULabeled(labeled, split="all"), train=True, size=(12, 16), seed=3)
-    serial = [b["image"] for b in DataLoader(data, batch_size=2)]
-    parallel = [b["image"] for b in DataLoader(data, batch_size=2, num_workers=2)]
-    assert all(torch.equal(s, p) for s, p in zip(serial, parallel, strict=True))
+    data = DepthDataset(NYULabeled(labeled, split="all"), size=(12, 16), augment=Augment(), seed=3)
+    batches = lambda workers: [  # noqa: E731
+        b["rgb"] for b in DataLoader(data, 2, num_workers=workers, collate_fn=default_convert)
+    ]
+    assert all(torch.equal(s, p) for s, p in zip(batches(0), batches(2), strict=True))
 
 
-def test_preloaded_equals_lazy(labeled):
+def test_preloaded_equals_read_on_the_fly(labeled):
     reader = NYULabeled(labeled, split="train")
     aug = Augment(crop=(10, 12))
-    lazy = DepthDataset(reader, transform=aug, size=(12, 16), seed=4)
-    fast = DepthDataset(reader, transform=aug, size=(12, 16), seed=4, preload=True)
+    lazy = DepthDataset(reader, size=(12, 16), augment=aug, seed=4)
+    fast = DepthDataset(reader, size=(12, 16), augment=aug, seed=4, preload=True)
     assert fast.tensors["rgb"].dtype == torch.uint8 and fast.tensors["rgb"].shape == (4, 3, 12, 16)
     lazy.set_epoch(2)
     fast.set_epoch(2)
     batch = fast.batch([3, 0, 2])
-    assert batch["image"].shape == (3, 3, 10, 12) and batch["index"].tolist() == [3, 0, 2]
-    for row, position in enumerate([3, 0, 2]):
-        item = lazy[position]
-        assert torch.equal(batch["depth"][row], item["depth"])
-        assert torch.equal(batch["valid"][row], item["valid"])
-        torch.testing.assert_close(batch["image"][row], item["image"], atol=1 / 255 / 0.224, rtol=0)
-        assert fast[position]["index"] == item["index"]
+    assert batch["rgb"].shape == (3, 3, 10, 12) and batch["index"].tolist() == [3, 0, 2]
+    for key, value in lazy.batch([3, 0, 2]).items():
+        assert torch.equal(batch[key], value)
 
 
 def test_preload_guards(labeled, tmp_path):
     reader = NYULabeled(labeled, split="all")
     with pytest.raises(ConfigError, match="needs .* GB"):
         DepthDataset(reader, preload=True, max_preload_bytes=1000)
-    with pytest.raises(ConfigError, match="numpy samples only"):
-        DepthDataset(reader, transform=lambda s, rng: hflip(s), preload=True)
-    with pytest.raises(ConfigError, match="preload=True"):
-        DepthDataset(reader).batch([0])
-    with pytest.raises(IndexError):
-        DepthDataset(reader, preload=True).batch([N])
     with pytest.raises(ConfigError, match="depth_resize"):
         DepthDataset(reader, depth_resize="cubic")
     csv = tmp_path / "mixed.csv"

@@ -9,7 +9,8 @@ import torch
 
 from depthlib.depth.losses import DepthLoss
 from depthlib.depth.unetpp import DepthUNetPlusPlus
-from depthlib.train import TrainConfig, fit
+from depthlib.profiles import TrainConfig
+from depthlib.train import Task, fit
 from depthlib.train.batches import epoch_loader
 
 N, BATCH, SIZE = 4, 2, 32
@@ -31,7 +32,7 @@ class RandomDepthSet(torch.utils.data.Dataset):
         return {"x": self.x[i], "depth": self.depth[i], "valid": self.valid[i]}
 
 
-class DepthTask:
+class DepthTask(Task):
     """SILog + L1 on a randomly flipped batch: the flip draws from torch's RNG, which fit seeds."""
 
     def __init__(self):

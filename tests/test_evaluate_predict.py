@@ -18,7 +18,7 @@ from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import CheckpointError, ConfigError, DataError
 from depthlib.jobs.evaluate import evaluate
 from depthlib.jobs.finetune import finetune
-from depthlib.jobs.predict import colorize, depth_to_png16, find_images, predict_paths
+from depthlib.jobs.predict import colorize, depth_to_png16, find_images, write_depth_maps
 
 ROWS = {"model", "train mean depth map", "train median depth"}
 
@@ -201,7 +201,7 @@ def test_predict_odd_size_grey_rgba_and_a_corrupt_file(run_dir, tmp_path):
     Image.fromarray(rgba, "RGBA").save(images / "alpha.png")
     (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (images / "notes.txt").write_text("not an image suffix: ignored")
-    report = predict_paths(images, run_dir, tmp_path / "out", progress=False)
+    report = write_depth_maps(images, run_dir, tmp_path / "out", progress=False)
     assert [p.name for p, _ in report.skipped] == ["broken.jpg"]
     assert "broken.jpg" in report.summary() and "not a readable image" in report.summary()
     sizes = {"odd": (37, 53), "grey": (20, 30), "alpha": (25, 41)}
@@ -216,7 +216,7 @@ def test_predict_odd_size_grey_rgba_and_a_corrupt_file(run_dir, tmp_path):
 def test_predict_native_size_and_single_file(run_dir, tmp_path):
     path = tmp_path / "one.jpg"
     Image.fromarray(np.full((19, 23, 3), 120, np.uint8)).save(path)
-    report = predict_paths(path, run_dir, tmp_path / "o", input_size="native", progress=False)
+    report = write_depth_maps(path, run_dir, tmp_path / "o", input_size="native", progress=False)
     assert len(report.written) == 1 and not report.skipped
     assert read_depth_png(report.written[0][1]).shape == (19, 23)
 
@@ -225,7 +225,7 @@ def test_predict_unwritable_output_fails_before_any_work(run_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="Cannot write to the output folder"):
-        predict_paths(tmp_path, run_dir, blocker / "out", progress=False)
+        write_depth_maps(tmp_path, run_dir, blocker / "out", progress=False)
 
 
 def test_predict_read_only_output_fails_before_any_work(read_only_dir, monkeypatch):
@@ -236,7 +236,7 @@ def test_predict_read_only_output_fails_before_any_work(read_only_dir, monkeypat
 
     monkeypatch.setattr(predict_job, "Predictor", no_model)
     with pytest.raises(ConfigError, match="Cannot write to the output folder .*locked"):
-        predict_paths(read_only_dir.parent, tiny_model(), read_only_dir, progress=False)
+        write_depth_maps(read_only_dir.parent, tiny_model(), read_only_dir, progress=False)
     assert list(read_only_dir.iterdir()) == []
 
 
@@ -303,7 +303,7 @@ def test_cli_evaluate_run_without_checkpoint_exit_2(rooms, tmp_path, capsys):
 
 
 def test_cli_finetune_interrupted_returns_130(rooms, tmp_path, monkeypatch):
-    import depthlib.jobs.run as ft  # where the jobs call the training loop
+    import depthlib.jobs.finetune as ft  # where the job calls the training loop
 
     real_fit = ft.fit
 

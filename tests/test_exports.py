@@ -13,11 +13,10 @@ from depthlib.cli import main
 from depthlib.data import folders
 from depthlib.data.dataset import DepthDataset, open_depth_dataset, open_splits
 from depthlib.data.folders import BTSFolder, DenseDepthFolder, read_depth_png
-from depthlib.data.info import summarize
+from depthlib.data.info import dataset_summary
 from depthlib.data.transforms import Augment
 from depthlib.errors import DataError
-from depthlib.jobs.finetune import finetune
-from depthlib.train.batches import epoch_loader
+from depthlib.jobs.finetune import depth_batches, finetune
 
 H, W = 48, 64
 BTS_TRAIN, BTS_TEST = "nyudepthv2_train_files_with_gt.txt", "nyudepthv2_test_files_with_gt.txt"
@@ -147,13 +146,13 @@ def test_streaming_never_holds_the_set_and_reads_each_sample_once(tmp_path, monk
     reads = []
     real = folders.read_rgb
     monkeypatch.setattr(folders, "read_rgb", lambda p: reads.append(p) or real(p))
-    data = DepthDataset(reader, Augment(crop=(32, 48)), train=True, seed=0)
+    data = DepthDataset(reader, augment=Augment(crop=(32, 48)), seed=0)
     assert data.tensors is None
-    loader = epoch_loader(data, 8, seed=0)
+    loader = depth_batches(data, 8, seed=0)
     whole_set = n * H * W * (3 + 4 + 1)  # what preloading would hold: 49 MB
     tracemalloc.start()
     for step, batch in enumerate(loader, start=1):
-        assert batch["image"].shape == (8, 3, 32, 48)
+        assert batch["rgb"].shape == (8, 3, 32, 48)
         assert len(reads) == 8 * step  # one decode per sample, as the batch is made
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -162,11 +161,11 @@ def test_streaming_never_holds_the_set_and_reads_each_sample_once(tmp_path, monk
 
 def test_info_reads_a_folder_export(exports, capsys):
     bts, dense = exports
-    s = summarize(dense)
+    s = dataset_summary(dense)
     assert s["n_pairs"] == 18 and (s["height"], s["width"]) == (H, W)
     assert s["depth_scale"] == "densedepth-8bit" and s["test_list"].endswith("nyu2_test.csv")
     assert 1.0 <= s["depth_min"] < s["depth_max"] <= 4.2
     assert main(["info", str(bts)]) == 0
     out = capsys.readouterr().out
     assert "BTSFolder list of 18 pairs of 48x64" in out and "depth scale mm" in out
-    assert summarize(bts)["raw_hole_fraction"] == pytest.approx(1 / (H * W))  # one per image
+    assert dataset_summary(bts)["raw_hole_fraction"] == pytest.approx(1 / (H * W))  # one per image

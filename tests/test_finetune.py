@@ -14,8 +14,8 @@ from depthlib.jobs.finetune import (
     depth_batches,
     finetune,
     label_subset,
-    prepare_train_data,
     subset_passes,
+    train_data,
     validation_carve,
 )
 from depthlib.profiles import get_profile
@@ -126,12 +126,21 @@ def test_subset_is_repeated_to_the_full_epoch_with_fresh_augmentation(rooms):
     assert subset_passes(795, 80) == 10 and subset_passes(795, 795) == 1
     assert subset_passes(795, 500) == 2 and subset_passes(10, 0) == 10
     source = open_depth_dataset(rooms, "train")
-    quarter = dataclasses.replace(QUICK.finetune, label_fraction=0.25)
-    data = prepare_train_data(source, quarter, np.arange(24), seed=0)
-    assert len(data) == 24  # 6 labelled images x 4 passes
-    first, copy = data.batch([0]), data.batch([6])
-    assert torch.equal(data.tensors["rgb"][0], data.tensors["rgb"][6])
-    assert not torch.equal(first["image"], copy["image"])
+    tenth = dataclasses.replace(QUICK.finetune, label_fraction=0.1)
+    pool = np.arange(24)
+    labelled = pool[label_subset(len(pool), 0.1, seed=0)]
+    passes = subset_passes(len(pool), len(labelled))
+    assert (len(labelled), passes) == (2, 12)
+    data = train_data(source, tenth, labelled, seed=0)
+    assert data.tensors["rgb"].shape[0] == len(data) == 2  # each labelled image held once
+    loader = depth_batches(data, 8, seed=0, passes=passes)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3  # the full split's 24 // 8 steps
+    indices = torch.cat([b["index"] for b in batches]).tolist()
+    assert sorted(indices) == sorted(source.indices[labelled].tolist() * passes)
+    first, again = data.batch([0]), data.batch([2])  # the same image in two passes
+    assert torch.equal(first["index"], again["index"])
+    assert not torch.equal(first["rgb"], again["rgb"])
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
@@ -169,7 +178,7 @@ def test_validation_subset_is_evenly_spaced_and_stable():
 
 def test_preloaded_batches_follow_seed_and_epoch_and_skip(rooms):
     source = open_depth_dataset(rooms, "train")
-    data = prepare_train_data(source, QUICK.finetune, np.arange(24), seed=0)
+    data = train_data(source, QUICK.finetune, np.arange(24), seed=0)
     assert isinstance(data, DepthDataset) and data.tensors["rgb"].shape[-2:] == (32, 64)
     loader = depth_batches(data, 8, seed=0)
     loader.set_epoch(1)
@@ -181,11 +190,11 @@ def test_preloaded_batches_follow_seed_and_epoch_and_skip(rooms):
     loader.skip_batches(2)
     assert [b["index"].tolist() for b in loader] == epoch1[2:]
     batch = next(iter(loader))
-    assert batch["image"].dtype == torch.float32 and batch["depth"].shape == (8, 1, 32, 64)
+    assert batch["rgb"].dtype == torch.uint8 and batch["depth"].shape == (8, 1, 32, 64)
 
 
 def test_unknown_setting_and_off_stride_size_are_refused(rooms, tmp_path):
-    with pytest.raises(ConfigError, match="Unknown fine-tuning setting"):
+    with pytest.raises(ConfigError, match="Unknown fine-?tun(e|ing) setting"):
         run(rooms, tmp_path / "u", learning_rate=1e-3)
     with pytest.raises(ConfigError, match="multiple of the encoder stride"):
         run(rooms, tmp_path / "u", height=40)

@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 
 from depthlib import progress
 from depthlib.cli import main
-from depthlib.data.info import format_summary, summarize
+from depthlib.data.info import dataset_summary, format_dataset_summary
 from depthlib.data.nyu import write_labeled, write_splits
 from depthlib.errors import ConfigError
-from depthlib.train import TrainConfig, epoch_loader, fit, memory
+from depthlib.profiles import TrainConfig
+from depthlib.train import Task, epoch_loader, fit, memory
 
 
 def labeled(path, n=6, train=(0, 1, 2), test=(3, 4, 5), zero_train=False):
@@ -58,9 +59,9 @@ def test_evaluate_scores_the_model_when_no_baseline_can_be_fitted(tmp_path):
 def test_info_prints_what_the_file_holds_and_warns_about_the_split(tmp_path):
     data = labeled(tmp_path / "f.mat")
     write_splits(data.with_name("f_splits.mat"), np.array([0, 1, 9]), np.array([3]))  # 10 > 6
-    summary = summarize(data)
+    summary = dataset_summary(data)
     assert summary["n_images"] == 6 and summary["depth_min"] >= 1.0
-    text = format_summary(summary)
+    text = format_dataset_summary(summary)
     assert "6 images of 32x32" in text and "split file problem" in text and "outside 1..6" in text
 
 
@@ -93,29 +94,29 @@ class Ramp(Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-class L1Task:
+class L1Task(Task):
     """A per-sample mean: the mean of two micro-batch means is the batch's mean."""
 
     def training_step(self, model, batch):
         return (model(batch["x"]) - batch["y"]).abs().mean()
 
 
-def _trained(batch_size, accumulate):
+def _trained(micro_batch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
-    config = TrainConfig(epochs=2, lr=1e-2, grad_clip=None, accumulate=accumulate)
-    result = fit(model, L1Task(), epoch_loader(Ramp(), batch_size, seed=1), config, progress=False)
+    config = TrainConfig(epochs=2, lr=1e-2, grad_clip=None, batch_size=8, micro_batch=micro_batch)
+    result = fit(model, L1Task(), epoch_loader(Ramp(), micro_batch, seed=1), config, progress=False)
     return model, result
 
 
 def test_micro_batches_train_the_model_the_whole_batch_would():
-    whole, one = _trained(8, 1)
-    micro, many = _trained(4, 2)
+    whole, one = _trained(8)
+    micro, many = _trained(4)
     assert one.step == many.step == 4  # optimizer steps, not micro-batches
     for a, b in zip(whole.parameters(), micro.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ConfigError, match="accumulate"):
-        TrainConfig(accumulate=0)
+    with pytest.raises(ConfigError, match="micro_batch must be None, 'auto' or a divisor"):
+        TrainConfig(batch_size=8, micro_batch=3)
 
 
 def test_the_memory_plan_picks_a_micro_batch_that_fits_or_says_so(monkeypatch):

@@ -23,9 +23,8 @@ from depthlib.depth.encoders import (
 )
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import CheckpointError
-from depthlib.spark.masks import make_patch_mask, upsample_mask
-from depthlib.spark.model import SparK
-from depthlib.spark.sparse import SparseBatchNormAct2d, to_dense
+from depthlib.spark.model import SparK, make_patch_mask
+from depthlib.spark.sparse import SparseBatchNormAct2d, to_dense, upsample_mask
 
 LITE0 = "tu-efficientnet_lite0"
 
@@ -112,7 +111,7 @@ def test_sparse_lite0_keeps_masked_sites_at_zero_and_exports_into_the_dense_enco
     assert any(isinstance(m, SparseBatchNormAct2d) for m in spark.encoder.modules())
     x = torch.randn(2, 3, 64, 96)
     mask = make_patch_mask(2, 64, 96, 16, 0.6, seed=3)
-    features = [f.detach() for f in spark.encode(x, mask)]
+    features = [f.detach() for f in spark.features(x, mask)]
     for feature in features[1:]:
         hidden = ~upsample_mask(mask, feature.shape[-2:]).expand_as(feature)
         assert float(feature[hidden].abs().max()) == 0.0

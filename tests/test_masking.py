@@ -3,22 +3,16 @@
 import pytest
 import torch
 
-from depthlib.errors import ConfigError, DataError
-from depthlib.spark.masks import (
-    as_mask,
+from depthlib.course.masking_demo import (
     drop_patches,
     gather_visible,
-    kept_patch_count,
-    make_patch_mask,
-    patch_size_for_depth,
-    patchify,
     restore_patches,
-    scatter_visible,
     sparsify,
-    unpatchify,
-    upsample_mask,
     zero_out,
 )
+from depthlib.errors import ConfigError, DataError
+from depthlib.spark.model import kept_patch_count, make_patch_mask, patchify, unpatchify
+from depthlib.spark.sparse import upsample_mask
 
 
 @pytest.mark.parametrize(
@@ -87,13 +81,6 @@ def test_make_patch_mask_rejects_bad_arguments(args, kwargs, match):
         make_patch_mask(*args, **kwargs)
 
 
-def test_patch_size_for_depth():
-    assert patch_size_for_depth(5) == 32
-    assert patch_size_for_depth(4) == 16
-    with pytest.raises(ConfigError, match="encoder_depth"):
-        patch_size_for_depth(0)
-
-
 def test_upsample_mask_is_nearest_by_integer_factors():
     mask = make_patch_mask(2, 64, 96, 32, 0.5, seed=1)
     up = upsample_mask(mask, (8, 12))
@@ -101,7 +88,6 @@ def test_upsample_mask_is_nearest_by_integer_factors():
     expected = torch.kron(mask.int(), torch.ones(1, 1, 4, 4, dtype=torch.int)).bool()
     assert torch.equal(up, expected)
     assert torch.equal(upsample_mask(mask, (2, 3)), mask)
-    assert upsample_mask(mask[:, 0], 6).shape == (2, 1, 6, 6)  # (B, h, w) masks and int sizes
 
 
 @pytest.mark.parametrize("size", [(5, 6), (4, 7), (1, 3)])
@@ -109,14 +95,6 @@ def test_upsample_mask_refuses_non_multiples(size):
     mask = make_patch_mask(1, 64, 96, 32, 0.5, seed=1)
     with pytest.raises(DataError, match="does not divide"):
         upsample_mask(mask, size)
-
-
-def test_masks_must_be_bool_with_one_channel():
-    with pytest.raises(DataError, match="bool"):
-        as_mask(torch.ones(1, 1, 2, 2))
-    with pytest.raises(DataError, match=r"\(B, 1, h, w\)"):
-        as_mask(torch.ones(1, 3, 2, 2, dtype=torch.bool))
-    assert as_mask(torch.ones(2, 3, 4, dtype=torch.bool)).shape == (2, 1, 3, 4)
 
 
 @pytest.fixture
@@ -182,6 +160,4 @@ def test_sparse_strategy_gathers_and_scatters_visible_positions(batch):
     assert values.shape == (int(pixel.sum()), 3)
     b, _, i, j = pixel.nonzero()[0].tolist()
     assert torch.equal(values[0], images[b, :, i, j])  # ordered by (batch, row, column)
-    assert torch.equal(scatter_visible(values, pixel), masked)
-    with pytest.raises(DataError, match="visible positions"):
-        scatter_visible(values[:-1], pixel)
+    assert torch.equal(gather_visible(masked, mask), values)  # masked zeros are not gathered

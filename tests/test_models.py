@@ -6,15 +6,16 @@ import pickle
 
 import numpy as np
 import pytest
+import segmentation_models_pytorch as smp
 import segmentation_models_pytorch.encoders as smp_encoders
 import torch
-from safetensors.torch import load_file, save_file
 
 import depthlib.depth.unetpp as models
 from depthlib.data.transforms import normalize
 from depthlib.depth.encoders import load_encoder_weights, save_encoder_weights
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import CheckpointError, ConfigError, DataError
+from depthlib.weights import load_weights, read_weights, save_weights
 
 TINY = {"decoder_channels": (16, 16, 8, 8, 8), "min_depth": 0.5, "max_depth": 8.0}
 
@@ -156,7 +157,7 @@ def test_convnext_encoder_from_timm():
 def test_encoder_export_import_round_trip(tmp_path):
     source, target = tiny_model(1), tiny_model(2)
     path = save_encoder_weights(source, tmp_path / "enc.safetensors")
-    keys = set(load_file(path))
+    keys = set(load_weights(path))
     assert {"conv1.weight", "layer1.0.conv1.weight", "bn1.running_mean"} <= keys
     assert keys == set(source.encoder.state_dict())
     report = load_encoder_weights(target, path)
@@ -172,8 +173,7 @@ def test_encoder_export_import_round_trip(tmp_path):
 
 
 def test_whole_smp_model_file_with_encoder_prefix_loads(tmp_path, model):
-    path = tmp_path / "smp_model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    path = save_weights(tmp_path / "smp_model.safetensors", model.state_dict())
     target = tiny_model(3)
     report = load_encoder_weights(target, path, strict=False)
     assert report.ok and len(report.loaded) == len(model.encoder.state_dict())
@@ -190,7 +190,7 @@ def test_other_encoder_file_fails_with_named_keys(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_encoder_weights(target, path)
     msg = str(err.value)
-    assert "missing: bn1.bias" in msg and "unexpected: model.stages_0" in msg
+    assert "missing key(s): bn1.bias" in msg and "unexpected key(s): model.stages_0" in msg
     assert "more)" in msg  # first few keys + counts, not hundreds of names
     assert "tu-convnext_atto encoder but the model uses resnet18" in msg
     assert torch.equal(target.encoder.conv1.weight, before)  # strict failure loads nothing
@@ -200,7 +200,7 @@ def test_deeper_resnet_file_reports_extra_keys_and_non_strict_loads_the_rest(tmp
     r34 = DepthUNetPlusPlus("resnet34", **TINY)
     path = save_encoder_weights(r34.encoder, tmp_path / "r34.safetensors")  # a bare encoder
     target = tiny_model()
-    with pytest.raises(CheckpointError, match=r"unexpected: layer1\.2\.bn1\.bias") as err:
+    with pytest.raises(CheckpointError, match=r"unexpected key\(s\): layer1\.2\.bn1\.bias") as err:
         load_encoder_weights(target, path)
     assert "another encoder" in str(err.value)  # no metadata → the generic likely cause
     report = load_encoder_weights(target, path, strict=False)
@@ -211,10 +211,43 @@ def test_deeper_resnet_file_reports_extra_keys_and_non_strict_loads_the_rest(tmp
 def test_shape_mismatch_is_reported(tmp_path, model):
     state = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     state["conv1.weight"] = torch.zeros(32, 3, 7, 7)
-    path = tmp_path / "odd.safetensors"
-    save_file(state, str(path))
-    with pytest.raises(CheckpointError, match=r"conv1\.weight file \[32, 3, 7, 7\] vs model \[64"):
+    path = save_weights(tmp_path / "odd.safetensors", state)
+    with pytest.raises(CheckpointError, match=r"conv1\.weight: file \(32, 3, 7, 7\) vs model \(64"):
         load_encoder_weights(tiny_model(), path)
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "tu-efficientnet_lite0"])
+def test_a_trimmed_export_loads_strictly_into_smps_own_model_and_back(tmp_path, encoder):
+    torch.manual_seed(0)
+    ours = DepthUNetPlusPlus(encoder, 4, (16, 8, 8, 8))
+    rng = torch.get_rng_state()
+    path = save_encoder_weights(ours, tmp_path / "enc.safetensors")
+    assert torch.equal(torch.get_rng_state(), rng)  # the untrained stages use a seed of their own
+    torch.manual_seed(1)
+    net = smp.UnetPlusPlus(
+        encoder, encoder_depth=4, encoder_weights=None, decoder_channels=(8,) * 4
+    )
+    net.encoder.load_state_dict(load_weights(path), strict=True)  # plain torch, strict
+    for key, value in ours.encoder.state_dict().items():
+        assert torch.equal(net.encoder.state_dict()[key], value), key
+    dropped = ours.encoder.unused_prefixes
+    assert read_weights(path)[1]["untrained"] == " ".join(dropped)
+    assert load_encoder_weights(net, path).ok  # our loader agrees: smp never runs those stages
+    back = DepthUNetPlusPlus(encoder, 4, (16, 8, 8, 8))  # the reverse: smp's weights into ours
+    report = load_encoder_weights(back, net.state_dict())
+    assert (
+        report.ok
+        and report.ignored
+        and all(k.startswith(dropped) or not k.startswith("encoder.") for k in report.ignored)
+    )
+    assert torch.equal(
+        back.encoder.state_dict()[report.loaded[0]], net.encoder.state_dict()[report.loaded[0]]
+    )
+    deeper = DepthUNetPlusPlus(encoder, 5, (16, 8, 8, 8, 8))  # it would run the untrained stages
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_encoder_weights(deeper, path)
+    report = load_encoder_weights(deeper, path, strict=False)
+    assert report.missing and all(k.startswith(dropped) for k in report.missing)
 
 
 class _Exploit:
@@ -225,7 +258,7 @@ class _Exploit:
 def test_pickle_files_are_refused_never_unpickled(tmp_path, model):
     pt = tmp_path / "encoder.pt"
     torch.save(model.encoder.state_dict(), pt)
-    with pytest.raises(CheckpointError, match="not a safetensors file but a PyTorch pickle"):
+    with pytest.raises(CheckpointError, match="is a pickle.*never unpickles weights"):
         load_encoder_weights(model, pt)
     exploit = _Exploit()
     exploit.target = str(tmp_path / "pwned")
@@ -234,8 +267,10 @@ def test_pickle_files_are_refused_never_unpickled(tmp_path, model):
     with pytest.raises(CheckpointError, match="never unpickles"):
         load_encoder_weights(model, evil)
     assert not (tmp_path / "pwned").exists()
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="No weight file"):
         load_encoder_weights(model, tmp_path / "nope.safetensors")
+    with pytest.raises(ConfigError, match="or a mapping of names to tensors"):
+        load_encoder_weights(model, ["encoder.safetensors"])
 
 
 def test_imagenet_weights_offline_fail_fast(monkeypatch):

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from depthlib import seeds
 from depthlib.cli import main
 from depthlib.data.nyu import write_labeled, write_splits
 from depthlib.data.pools import (
-    UNLABELLED_SEED_OFFSET,
     StreamedImages,
     fit_to_size,
     folder_pool,
@@ -27,10 +27,9 @@ from depthlib.depth.losses import silog_loss
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.pretrain import SparkTask, image_batches, load_reconstructions, pretrain
-from depthlib.profiles import get_profile
-from depthlib.spark.masks import kept_patch_count
-from depthlib.spark.model import SparK
-from depthlib.train import TrainConfig, fit
+from depthlib.profiles import TrainConfig, get_profile
+from depthlib.spark.model import SparK, kept_patch_count
+from depthlib.train import fit
 from depthlib.train.checkpoint import load_checkpoint
 
 # A few images, tiny decoder, 16-px patches: each pretrain() call is a handful of fast steps.
@@ -120,7 +119,7 @@ def test_fit_to_size_centre_crops_to_the_aspect_then_resizes():
 def test_rooms_pool_uses_its_own_seed_and_matches_the_generator_cached_or_not(tmp_path):
     labelled_seed = get_profile("quick").rooms.seed
     seed = unlabelled_rooms_seed(labelled_seed)
-    assert seed == labelled_seed + UNLABELLED_SEED_OFFSET
+    assert seed == labelled_seed + seeds.UNLABELLED_ROOMS
     pool = rooms_pool(3, (32, 48), seed, progress=False, workers=1)
     for i in range(3):
         expected = render_room(seed, i, 32, 48, raw=False)["rgb"]

@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 
-from depthlib.cli import main
+from depthlib.cli import build_parser, main
 from depthlib.errors import ConfigError
-from depthlib.profiles import PROFILES, get_profile
+from depthlib.profiles import PROFILES, FinetuneConfig, PretrainConfig, TrainConfig, get_profile
 
 
 def test_profiles_have_the_three_names():
@@ -37,3 +39,27 @@ def test_cli_help_lists_commands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_every_setting_has_a_help_and_the_cli_keeps_todays_flags():
+    for settings in (TrainConfig, FinetuneConfig, PretrainConfig):
+        for f in dataclasses.fields(settings):
+            assert f.metadata.get("help"), f"{settings.__name__}.{f.name} has no help"
+    argv = ["finetune", "--workers", "2", "--time-budget", "5", "--micro-batch", "auto"]
+    args = build_parser().parse_args([*argv, "--sync-batchnorm", "--label-fraction", "0.1"])
+    assert (args.num_workers, args.time_budget_s, args.micro_batch) == (2, 5.0, "auto")
+    assert (args.sync_batchnorm, args.label_fraction, args.epochs) == (True, 0.1, None)
+    assert build_parser().parse_args(["finetune", "--micro-batch", "4"]).micro_batch == 4
+    args = build_parser().parse_args(["pretrain", "--masking", "zero-out", "--n-images", "8"])
+    assert (args.masking, args.n_images, args.mask_ratio, args.data) == (
+        "zero-out",
+        8,
+        None,
+        "rooms",
+    )
+
+
+def test_job_settings_extend_the_loops_settings():
+    assert issubclass(FinetuneConfig, TrainConfig) and issubclass(PretrainConfig, TrainConfig)
+    assert get_profile("paper").finetune.warmup_epochs == 0.0
+    assert get_profile("cpu").pretrain.weight_decay_end == 0.2

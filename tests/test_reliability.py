@@ -28,14 +28,14 @@ from depthlib.cli import main
 from depthlib.data.folders import DenseDepthFolder, read_rgb
 from depthlib.data.nyu import NYULabeled, write_labeled, write_splits
 from depthlib.errors import DataError
-from depthlib.train import TrainConfig, fit
+from depthlib.profiles import TrainConfig
+from depthlib.train import Task, fit
 from depthlib.train.batches import epoch_loader
 from depthlib.train.checkpoint import (
     CheckpointStore,
     load_checkpoint,
     load_state,
     model_spec,
-    model_weights,
 )
 
 N, BATCH, EPOCHS = 32, 8, 3  # 4 steps per epoch, 12 steps in all
@@ -66,7 +66,7 @@ class RandomRegression(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-class SlowTask:
+class SlowTask(Task):
     """MSE; announces each step on stdout, then sleeps (longer at ``pause_at``), so a parent can
     signal it in the middle of a known step."""
 
@@ -85,7 +85,7 @@ class SlowTask:
 def train(out, *, resume=False, task=None, epochs=EPOCHS):
     torch.manual_seed(0)
     model = TinyNet()
-    config = TrainConfig(epochs=epochs, lr=1e-2, warmup=0.5, seed=5)
+    config = TrainConfig(epochs=epochs, lr=1e-2, warmup_epochs=0.5, seed=5)
     loader = epoch_loader(RandomRegression(), BATCH, seed=5)
     result = fit(
         model, task or SlowTask(), loader, config, out_dir=out, resume=resume, progress=False
@@ -355,7 +355,7 @@ def test_cli_evaluate_skips_and_counts_all_invalid_depth_maps(tmp_path, capsys):
     model = DepthUNetPlusPlus(decoder_channels=(8, 8, 8, 8, 8))
     meta = {"step": 0, "epoch": 0, "model": model_spec(model)}  # an untrained model is enough
     CheckpointStore(tmp_path / "run" / "checkpoints").save(
-        "epoch_0000", model_weights(model), {}, meta
+        "epoch_0000", model.state_dict(), {}, meta
     )
 
     code = main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--quiet"])
@@ -376,7 +376,7 @@ def test_cli_resume_with_another_encoder_names_the_mismatch(tmp_path, capsys):
     model = DepthUNetPlusPlus("resnet18", decoder_channels=(8, 8, 8, 8, 8))
     meta = {"step": 2, "epoch": 1, "model": model_spec(model)}
     store = CheckpointStore(tmp_path / "run" / "checkpoints")
-    store.save("epoch_0001", model_weights(model), {}, meta)
+    store.save("epoch_0001", model.state_dict(), {}, meta)
     argv = ["finetune", "--data", data, "--out", tmp_path / "run", "--resume", "--quiet"]
     code, err = run_cli(capsys, *argv, "--encoder", "resnet34", "--profile", "quick")
     assert code == 2 and "does not match this model" in err and "missing key" in err

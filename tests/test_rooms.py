@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from depthlib.cli import main
-from depthlib.data.info import format_summary, summarize
+from depthlib.data.info import dataset_summary, format_dataset_summary
 from depthlib.data.nyu import NYULabeled, read_extras, write_labeled
 from depthlib.data.rooms import (
     RoomKnobs,
@@ -277,19 +277,19 @@ def test_writer_falls_back_to_plain_writes_for_other_layouts(tmp_path):
 
 def test_summary_of_rooms_and_of_a_file_without_knobs(tmp_path):
     path = synthesize(tmp_path / "rooms.mat", 10, (16, 24), seed=0, progress=False, workers=1)
-    s = summarize(path)
+    s = dataset_summary(path)
     assert (s["n_images"], s["n_train"], s["n_test"], s["height"], s["width"]) == (10, 5, 5, 16, 24)
     assert 0.4 < s["depth_min"] <= s["depth_median"] <= s["depth_max"] < 10
     assert 0 < s["raw_hole_fraction"] < 1 and "light" in s["knobs"] and "index" not in s["knobs"]
-    assert "light" in format_summary(s)
+    assert "light" in format_dataset_summary(s)
     plain = write_labeled(
         tmp_path / "nyu_like.mat",
         np.zeros((3, 8, 8, 3), np.uint8),
         np.full((3, 8, 8), 2.0, np.float32),
     )
-    p = summarize(plain)
+    p = dataset_summary(plain)
     assert p["knobs"] == {} and p["n_train"] is None and p["depth_median"] == 2.0
-    assert "no split file" in format_summary(p)
+    assert "no split file" in format_dataset_summary(p)
 
 
 # ------------------------------------------------------------------------------------ CLI

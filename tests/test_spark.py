@@ -11,9 +11,14 @@ from torch import nn
 from depthlib.depth.encoders import drop_unused_stages, load_encoder_weights
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
-from depthlib.spark.masks import kept_patch_count, upsample_mask
-from depthlib.spark.model import SparK, masked_patch_loss, normalize_patches
-from depthlib.spark.sparse import SparseBatchNorm2d, SparseLayerNorm, to_dense
+from depthlib.spark.model import (
+    SparK,
+    kept_patch_count,
+    masked_patch_loss,
+    normalize_patches,
+    reconstruct,
+)
+from depthlib.spark.sparse import SparseBatchNorm2d, SparseLayerNorm, to_dense, upsample_mask
 
 H, W = 64, 64
 
@@ -47,15 +52,17 @@ def test_each_image_keeps_exactly_round_n_times_one_minus_ratio_patches(depth, h
     assert mask.shape == (5, 1, h // patch, w // patch) and mask.dtype == torch.bool
     assert mask.sum(dim=(1, 2, 3)).tolist() == [kept_patch_count(n, ratio)] * 5
     assert kept_patch_count(16, 0.6) == 6  # round(6.4), by hand
-    _, extras = model(batch(5, h, w), mask=None)  # a mask drawn by forward keeps the count too
-    assert extras["mask"].sum(dim=(1, 2, 3)).tolist() == [kept_patch_count(n, ratio)] * 5
+    torch.manual_seed(7)  # a mask drawn by forward is the model's random_mask from the global RNG
+    loss, _ = model(batch(5, h, w), mask=None)
+    torch.manual_seed(7)
+    assert torch.equal(loss, model(batch(5, h, w), model.random_mask(5, h, w))[0])
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "tu-convnext_atto"])
 def test_encoder_features_are_exactly_zero_at_masked_positions(encoder):
     model = tiny(encoder)
     x, mask = batch(), mask_for(tiny(encoder))
-    features = model.encode(x, mask)
+    features = model.features(x, mask)
     assert len(features) == 5  # input, strides 2, 4, 8, 16
     checked = 0
     for feature in features[2:]:
@@ -72,9 +79,9 @@ def test_encoder_features_are_exactly_zero_at_masked_positions(encoder):
 def test_convnext_spark_forward_backward_with_layernorm_densify():
     model = tiny("tu-convnext_atto")
     x, mask = batch(), mask_for(model)
-    loss, extras = model(x, mask)
+    loss, prediction = model(x, mask)
     loss.backward()
-    assert torch.isfinite(loss) and extras["prediction"].shape == x.shape
+    assert torch.isfinite(loss) and prediction.shape == x.shape
     assert all(isinstance(n, SparseLayerNorm) for n in model.densify.norms)
     assert model.densify.mask_tokens[0].grad is not None
 
@@ -160,7 +167,7 @@ def test_reconstruct_composes_input_and_prediction(model):
     mask = mask_for(model)
     model.train()
     before = model.densify.norms[0].running_mean.clone()
-    out = model.reconstruct(x, mask)
+    out = reconstruct(model, x, mask)
     assert model.training and torch.equal(model.densify.norms[0].running_mean, before)
     assert set(out) == {"input", "masked", "prediction", "composite", "mask", "loss"}
     pixels = out["mask"].expand_as(out["input"])
@@ -186,7 +193,8 @@ def test_export_has_smp_keys_and_loads_strictly_into_unetplusplus(tmp_path, mode
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
         assert f.metadata()["encoder"] == "resnet18"
-    assert keys == set(net.encoder.state_dict()) and not any(k.startswith("layer4") for k in keys)
+    trained_keys = {k for k in keys if not k.startswith("layer4.")}  # layer4: smp's init, untrained
+    assert trained_keys == set(net.encoder.state_dict()) and keys != trained_keys
     report = load_encoder_weights(net.encoder, path, strict=True)
     assert report.ok and not report.missing and not report.unexpected
     ours = trained.encoder.state_dict()
@@ -233,5 +241,16 @@ def test_bad_settings_and_inputs_are_refused(model):
         model(batch(h=40))
     with pytest.raises(DataError, match="float images"):
         model(torch.zeros(2, 3, H, W, dtype=torch.uint8))
-    with pytest.raises(DataError, match="does not fit"):
+    # the mask is checked once, where it enters the model
+    with pytest.raises(
+        DataError, match=r"must be a bool tensor \(2, 1, 4, 4\).*got torch.bool \(3,"
+    ):
         model(batch(), mask_for(model, b=3))
+    with pytest.raises(DataError, match="got torch.float32"):
+        model.features(batch(), mask_for(model).float())
+    with pytest.raises(DataError, match=r"got torch.bool \(2, 4, 4\)"):
+        model(batch(), mask_for(model)[:, 0])
+    with pytest.raises(
+        DataError, match=r"got torch.bool \(2, 1, 2, 2\)"
+    ):  # a grid of 32-px patches
+        model(batch(), torch.ones(2, 1, 2, 2, dtype=torch.bool))

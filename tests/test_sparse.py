@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthlib.course.masking_demo import gather_visible
 from depthlib.course.sparse_reference import (
     dense_conv_macs,
     markdown_table,
@@ -16,18 +17,18 @@ from depthlib.course.sparse_reference import (
     submanifold_conv2d,
 )
 from depthlib.errors import ConfigError, DataError
-from depthlib.spark.masks import gather_visible, make_patch_mask, upsample_mask
+from depthlib.spark.model import make_patch_mask
 from depthlib.spark.sparse import (
     SparseAvgPool2d,
     SparseBatchNorm2d,
     SparseContext,
     SparseConv2d,
-    SparseEncoder,
     SparseLayerNorm,
     SparseLinear,
     SparseMaxPool2d,
     to_dense,
     to_sparse,
+    upsample_mask,
 )
 from depthlib.train.distributed import SyncBatchNorm2d, convert_sync_batchnorm, synced
 
@@ -42,6 +43,13 @@ def _masked_features(batch=2, channels=8, height=32, width=64, patch=8, ratio=0.
 
 def _outside(feature, grid):
     return feature * ~upsample_mask(grid, feature.shape[-2:])
+
+
+def _sparse_run(model, x, grid):
+    """A model's sparse twin on the visible pixels of ``x``: ``(outputs, sparse twin, ctx)``."""
+    sparse, ctx = to_sparse(model)
+    with ctx.active(grid):
+        return sparse(x * upsample_mask(grid, x.shape[-2:])), sparse, ctx
 
 
 # --- the reference submanifold convolution ------------------------------------------------
@@ -332,16 +340,16 @@ def _compare_all_ones(dense, train):
     float64, so that the only differences left are rounding (float32 gives ~1e-6 relative)."""
     dense = dense.double().train(train)
     _randomize_bn_stats(dense)
-    encoder = SparseEncoder(dense)
     x = torch.randn(2, 3, 64, 96, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ones = torch.ones(2, 1, 2, 3, dtype=torch.bool)
-    expected, got = dense(x), encoder(x, ones)
+    got, sparse, _ = _sparse_run(dense, x, ones)
+    expected = dense(x)
     expected = [expected] if torch.is_tensor(expected) else expected
     got = [got] if torch.is_tensor(got) else got
     for e, g in zip(expected, got, strict=True):
         assert e.shape == g.shape
         assert e.numel() == 0 or (e - g).abs().max() <= 1e-10  # smp's ConvNeXt has an empty stage
-    dense_state, sparse_state = dense.state_dict(), encoder.encoder.state_dict()
+    dense_state, sparse_state = dense.state_dict(), sparse.state_dict()
     for key, value in dense_state.items():  # running statistics updated identically in train
         assert torch.allclose(value.double(), sparse_state[key].double(), atol=1e-10), key
 
@@ -380,7 +388,7 @@ def test_masked_positions_stay_exactly_zero_at_every_stage(conv_mlp):
             for parameter in model.parameters():
                 if parameter.dim() == 1:
                     parameter.uniform_(-1.0, 1.0)
-        features = SparseEncoder(model.train())(x, grid)
+        features, _, _ = _sparse_run(model.train(), x, grid)
         assert len(features) >= 4
         for stage, feature in enumerate(features):
             assert feature.numel() == 0 or (_outside(feature, grid) == 0).all(), stage
@@ -389,24 +397,27 @@ def test_masked_positions_stay_exactly_zero_at_every_stage(conv_mlp):
 
 def test_two_models_with_different_masks_side_by_side():
     encoder = _smp_encoder("resnet18").eval()
-    first, second = SparseEncoder(encoder), SparseEncoder(encoder)
+    (first, first_ctx), (second, second_ctx) = to_sparse(encoder), to_sparse(encoder)
     x = torch.randn(2, 3, 64, 64)
     mask_a = make_patch_mask(2, 64, 64, 32, 0.5, seed=1)
     mask_b = make_patch_mask(2, 64, 64, 32, 0.5, seed=2)
     assert not torch.equal(mask_a, mask_b)
+    xa = x * upsample_mask(mask_a, (64, 64))
+    xb = x * upsample_mask(mask_b, (64, 64))
     with torch.no_grad():
-        alone_a, alone_b = first(x, mask_a)[-1], second(x, mask_b)[-1]
+        with first_ctx.active(mask_a):
+            alone_a = first(xa)[-1]
+        with second_ctx.active(mask_b):
+            alone_b = second(xb)[-1]
         # interleaved: both contexts active at once, calls alternate
-        with first.ctx.active(mask_a), second.ctx.active(mask_b):
-            xa = x * upsample_mask(mask_a, 64)
-            xb = x * upsample_mask(mask_b, 64)
-            a1, b1 = first.encoder.conv1(xa), second.encoder.conv1(xb)
-            a, b = first.encoder(xa)[-1], second.encoder(xb)[-1]
+        with first_ctx.active(mask_a), second_ctx.active(mask_b):
+            a1, b1 = first.conv1(xa), second.conv1(xb)
+            a, b = first(xa)[-1], second(xb)[-1]
     assert torch.equal(a, alone_a) and torch.equal(b, alone_b)
     assert (_outside(a1, mask_a) == 0).all() and (_outside(b1, mask_b) == 0).all()
     assert (_outside(a, mask_a) == 0).all() and (_outside(b, mask_b) == 0).all()
     assert not torch.equal(a, b)
-    assert first.ctx.mask is None and second.ctx.mask is None  # contexts restored on exit
+    assert first_ctx.mask is None and second_ctx.mask is None  # contexts restored on exit
 
 
 # --- failing loudly -----------------------------------------------------------------------
@@ -414,23 +425,18 @@ def test_two_models_with_different_masks_side_by_side():
 
 def test_sparse_module_without_mask_raises():
     sparse, ctx = to_sparse(_smp_encoder("resnet18"))
-    with pytest.raises(ConfigError, match=r"SparseConv2d 'conv1' was called without a mask"):
+    with pytest.raises(ConfigError, match=r"SparseConv2d ran without a mask"):
         sparse(torch.randn(1, 3, 64, 64))
-    with pytest.raises(ConfigError, match="no SparseContext"):
-        SparseConv2d(3, 4, 3)(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="SparseConv2d ran without a mask"):
+        SparseConv2d(3, 4, 3)(torch.randn(1, 3, 8, 8))  # built without a context
 
 
-def test_mask_of_wrong_batch_size_or_grid_raises():
-    encoder = SparseEncoder(_smp_encoder("resnet18"))
+def test_mask_grid_that_does_not_divide_a_feature_map_raises():
     x = torch.randn(2, 3, 64, 64)
-    with pytest.raises(DataError, match="batch size 3 but the features have 2"):
-        encoder(x, make_patch_mask(3, 64, 64, 32, 0.5, seed=0))
-    with pytest.raises(DataError, match="does not divide"):
-        encoder(x, torch.ones(2, 1, 3, 3, dtype=torch.bool))
-    with pytest.raises(DataError, match=r"layer4\.0\.conv1.*does not divide"):  # 4x4 grid
-        encoder(x, torch.ones(2, 1, 4, 4, dtype=torch.bool))
-    with pytest.raises(DataError, match="bool"):
-        encoder(x, torch.ones(2, 1, 2, 2))
+    with pytest.raises(DataError, match="mask grid 3x3 does not divide the size 64x64"):
+        _sparse_run(_smp_encoder("resnet18"), x, torch.ones(2, 1, 3, 3, dtype=torch.bool))
+    with pytest.raises(DataError, match="mask grid 4x4 does not divide the size 2x2"):  # layer4
+        _sparse_run(_smp_encoder("resnet18"), x, torch.ones(2, 1, 4, 4, dtype=torch.bool))
 
 
 def test_to_sparse_lists_unknown_modules():

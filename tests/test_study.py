@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 
@@ -17,8 +18,8 @@ from depthlib.course.statistics import (
     paired_interval,
     paired_verdict,
     results_record,
+    study_rows,
     study_verdicts,
-    summarize,
     write_results,
 )
 from depthlib.course.study import (
@@ -26,6 +27,7 @@ from depthlib.course.study import (
     MATCHED,
     compute_matched_epochs,
     course_runs,
+    data_identity,
     run_study,
     study_dir,
 )
@@ -95,7 +97,7 @@ def test_finished_runs_are_reused_and_other_settings_get_another_folder(study):
 
 def test_tables_and_verdicts_read_the_runs(study):
     _, runs, _ = study
-    rows = summarize([r for r in runs if r.epochs == 1])
+    rows = study_rows([r for r in runs if r.epochs == 1])
     assert {r["arm"] for r in rows} >= set(ARMS) | {"mean-depth baseline"}
     table = format_study_table(rows)
     assert "| 100% | spark | 1 | 2 |" in table and "± " in table
@@ -198,13 +200,15 @@ def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
     loaded, stored = load_results(path, QUICK, FULL)
     assert loaded["settings_hash"] == record["settings_hash"] and len(stored) == len(runs)
     assert [s.metrics for s in stored] == [r.metrics for r in runs]
-    assert summarize(stored) == summarize(runs)  # tables read the same from the file
+    assert study_rows(stored) == study_rows(runs)  # tables read the same from the file
     record["pretraining"] = {"spark-seed0": {"step_s": 100.0}, "spark-seed1": {"step_s": 100.0}}
     curves = budget_curves(record, stored, "delta1", 0.1)
     assert set(curves) == {"scratch", "spark", "imagenet"}
     assert [p[0] for p in curves["spark"]] == [1, 2]  # the main budget, then the sweep's
-    spark_compute, scratch_compute = curves["spark"][0][3], curves["scratch"][0][3]
-    assert spark_compute == pytest.approx(scratch_compute + 100.0, abs=scratch_compute)
+    spark_steps = [
+        s.step_s for s in stored if (s.arm, s.label_fraction, s.epochs) == ("spark", 0.1, 1)
+    ]
+    assert curves["spark"][0][3] == pytest.approx(sum(spark_steps) / len(spark_steps) + 100.0)
     fig = plot_budget_sweep(curves)
     left = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines}
     assert left["spark"] == [1.0, 2.0]
@@ -213,7 +217,26 @@ def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
         load_results(path, QUICK, other)
     assert len(load_results(path, QUICK)[1]) == len(runs)  # any design, this profile's settings
     longer = QUICK.with_(finetune=dataclasses.replace(QUICK.finetune, epochs=7))
-    with pytest.raises(ConfigError, match="made under other settings than the quick profile"):
+    with pytest.raises(ConfigError, match="quick profile's: finetune.epochs 2 in the file, 7 here"):
         load_results(path, longer)
+    older = json.loads(path.read_text())
+    del older["finetune"]["log_every"], older["rooms"]  # a file from before those settings existed
+    path.write_text(json.dumps(older))
+    assert len(load_results(path, QUICK, FULL)[1]) == len(runs)
     with pytest.raises(DataError, match="No study results"):
         load_results(tmp_path / "missing.json")
+
+
+def test_the_study_key_is_the_data_content_not_its_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+    here = tmp_path / "repo-a" / "rooms.mat"
+    here.parent.mkdir()
+    here.write_bytes(b"rooms" * 1000)
+    moved = tmp_path / "elsewhere" / "copy-of-rooms.mat"
+    moved.parent.mkdir()
+    shutil.copy(here, moved)  # a moved repository: other path, other mtime, same content
+    assert data_identity(here) == data_identity(moved)
+    assert study_dir(QUICK, here) == study_dir(QUICK, moved)
+    other = tmp_path / "other.mat"
+    other.write_bytes(b"rooms" * 999 + b"ROOMS")
+    assert study_dir(QUICK, other) != study_dir(QUICK, here)

@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from depthlib.errors import CheckpointError, ConfigError
-from depthlib.profiles import get_profile
-from depthlib.train import TrainConfig, TrainingDiverged, fit
+from depthlib.profiles import FinetuneConfig, TrainConfig, get_profile, job_settings
+from depthlib.train import Task, TrainingDiverged, fit
 from depthlib.train.batches import EpochBatchSampler, epoch_loader
 from depthlib.train.checkpoint import load_checkpoint, load_state
 from depthlib.train.optim import WarmupCosine, lr_factor, make_optimizer, param_groups
@@ -58,7 +58,7 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-class Regression:
+class Regression(Task):
     """MSE task; records the batches it sees and can send itself signals at given calls."""
 
     def __init__(self, signal_at=(), snapshots=False, nan_grad=False, nan_at_call=None):
@@ -91,7 +91,7 @@ class Regression:
 def run(out=None, epochs=2, task=None, data=None, resume=False, **cfg):
     torch.manual_seed(0)
     model = MLP()
-    config = TrainConfig(epochs=epochs, lr=3e-2, warmup=0.5, seed=3, **cfg)
+    config = TrainConfig(epochs=epochs, lr=3e-2, warmup_epochs=0.5, seed=3, **cfg)
     loader = epoch_loader(data or Toy(), BATCH, seed=3)
     task = task or Regression()
     result = fit(model, task, loader, config, out_dir=out, resume=resume, progress=False)
@@ -326,12 +326,12 @@ def test_no_weight_decay_on_norms_biases_and_mask_tokens():
 
 
 def test_batch_order_is_a_function_of_seed_and_epoch():
-    order = lambda **kw: [b for b in EpochBatchSampler(10, 3, drop_last=False, **kw)]  # noqa: E731
+    order = lambda **kw: [b for b in EpochBatchSampler(10, 3, **kw)]  # noqa: E731
     assert order(seed=1) == order(seed=1) and order(seed=1) != order(seed=2)
-    sampler = EpochBatchSampler(10, 3, seed=1, drop_last=False)
+    sampler = EpochBatchSampler(10, 3, seed=1)
     sampler.set_epoch(1)
     epoch1 = list(sampler)
-    assert epoch1 != order(seed=1) and len(epoch1) == len(sampler) == 4
+    assert epoch1 != order(seed=1) and len(epoch1) == len(sampler) == 3
     sampler.skip_batches(2)
     assert list(sampler) == epoch1[2:]
     ranks = [
@@ -343,30 +343,33 @@ def test_batch_order_is_a_function_of_seed_and_epoch():
         EpochBatchSampler(1, 1, rank=0, world_size=2)
 
 
-def test_a_function_of_epoch_works_as_loader_and_no_len_needs_steps_per_epoch():
+def test_only_a_loader_and_a_task_are_accepted():
     data = Toy()
-    torch.manual_seed(0)
-    result = fit(MLP(), Regression(), lambda e: epoch_loader(data, BATCH, seed=3, epoch=e),
-                 TrainConfig(epochs=2), progress=False)  # fmt: skip
-    assert result.step == 8 and result.out_dir is None
+    with pytest.raises(ConfigError, match="fit needs a Loader .*got list"):
+        fit(MLP(), Regression(), [{"x": data.x, "y": data.y}], TrainConfig(), progress=False)
 
-    def endless():
-        while True:
-            yield {"x": data.x[:BATCH], "y": data.y[:BATCH]}
+    class NoSubclass:
+        def training_step(self, model, batch):
+            return model(batch["x"]).mean()
 
-    with pytest.raises(ConfigError, match="steps_per_epoch"):
-        fit(MLP(), Regression(), endless(), TrainConfig(), progress=False)
+    with pytest.raises(TypeError, match="subclass depthlib.train.Task"):
+        fit(MLP(), NoSubclass(), epoch_loader(data, BATCH), TrainConfig(), progress=False)
+    with pytest.raises(ConfigError, match="Resolve micro_batch='auto'"):
+        fit(MLP(), Regression(), epoch_loader(data, BATCH), TrainConfig(micro_batch="auto"))
 
 
-def test_config_errors_and_profile_mapping():
-    with pytest.raises(ConfigError, match="TrainConfig.warmup"):
-        TrainConfig(warmup=-1)
-    with pytest.raises(ConfigError, match="epochs"):
-        TrainConfig(epochs=0)
-    cfg = TrainConfig.from_profile(get_profile("quick").finetune, keep_last=3)
-    assert (cfg.epochs, cfg.warmup, cfg.keep_last) == (2, 0.5, 3)
+def test_config_errors_and_job_settings():
+    with pytest.raises(ConfigError, match="TrainConfig.warmup_epochs"):
+        TrainConfig(warmup_epochs=-1)
+    with pytest.raises(ConfigError, match="FinetuneConfig.epochs"):
+        FinetuneConfig(epochs=0)
+    profile, cfg = job_settings("quick", "finetune", keep_last=3, seed=None)
+    assert isinstance(cfg, TrainConfig) and profile is get_profile("quick")
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.keep_last, cfg.seed) == (2, 0.5, 3, 0)
+    with pytest.raises(ConfigError, match=r"Unknown fine-tuning setting\(s\) \['warmup'\]"):
+        job_settings("quick", "finetune", warmup=1.0)
     with pytest.raises(ConfigError, match="needs out_dir"):
-        fit(MLP(), Regression(), [], TrainConfig(), resume=True, progress=False)
+        fit(MLP(), Regression(), epoch_loader(Toy(), BATCH), TrainConfig(), resume=True)
 
 
 def test_progress_bar_and_epoch_lines_print(tmp_path, capsys):

@@ -7,7 +7,7 @@ import torch
 from depthlib.data.transforms import normalize
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import DataError
-from depthlib.spark.model import SparK
+from depthlib.spark.model import SparK, reconstruct
 from depthlib.viz import save_figure
 from depthlib.viz.spark_architecture import plot_spark_architecture
 from depthlib.viz.unetpp_architecture import plot_unetpp_architecture, unetpp_nodes
@@ -37,7 +37,7 @@ def test_spark_figure_writes_the_measured_shapes(depth, tmp_path):
     mask = model.random_mask(1, h, w, generator=torch.Generator().manual_seed(3))
     fig = plot_spark_architecture(model, image, mask)
     written = texts(fig)
-    features = model.encode(image.float() / 255.0, mask)  # shapes do not depend on the values
+    features = model.features(image.float() / 255.0, mask)  # shapes do not depend on the values
     for k in model.feature_indices:
         assert shape(features[k]) in written
     assert f"stage {depth} · stride {model.patch}" in written  # stage s = stride 2**s
@@ -45,7 +45,7 @@ def test_spark_figure_writes_the_measured_shapes(depth, tmp_path):
     for i in range(depth):  # block i outputs widths[i + 1] channels at stride patch / 2**(i+1)
         scale = model.patch // 2 ** (i + 1)
         assert f"block {i + 1}: up ×2\n{widths[i + 1]}×{h // scale}×{w // scale}" in written
-    loss = float(model.reconstruct(image, mask)["loss"])
+    loss = float(reconstruct(model, image, mask)["loss"])
     assert any(f"= {loss:.3f}" in t for t in written)
     assert save_figure(fig, "spark", tmp_path).stat().st_size > 10_000
 
@@ -63,7 +63,7 @@ def test_spark_figure_takes_float_rgb_or_normalised_input():
     model = SparK("resnet18", encoder_depth=4, decoder_width=32)
     rgb = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(0))
     mask = model.random_mask(1, 32, 48, generator=torch.Generator().manual_seed(1))
-    loss = float(model.reconstruct(normalize(rgb[None]), mask)["loss"])
+    loss = float(reconstruct(model, normalize(rgb[None]), mask)["loss"])
     for fig in (
         plot_spark_architecture(model, rgb, mask[0]),
         plot_spark_architecture(model, normalize(rgb[None]), mask, normalized=True),

@@ -6,10 +6,11 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from depthlib.course.masking_demo import center_crop_to_aspect, room_images
+from depthlib.course.masking_demo import center_crop_to_aspect, room_images, zero_out
 from depthlib.course.sparse_reference import measure_sparse_vs_dense
 from depthlib.errors import DataError
-from depthlib.spark.masks import make_patch_mask, upsample_mask, zero_out
+from depthlib.spark.model import make_patch_mask
+from depthlib.spark.sparse import upsample_mask
 from depthlib.viz import hwc, save_figure
 from depthlib.viz.masking import (
     plot_mask_grid,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from depthlib.errors import ConfigError, DataError
-from depthlib.spark.model import SparK
+from depthlib.spark.model import SparK, reconstruct
 from depthlib.train.runlog import RunLog
 from depthlib.viz.training import plot_learning_curves, plot_reconstruction_progress
 
@@ -119,12 +119,12 @@ def reconstructions():
     model = SparK("resnet18", encoder_depth=4, decoder_width=32)
     images = torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8)
     mask = model.random_mask(2, 32, 48, generator=torch.Generator().manual_seed(1))
-    early = model.reconstruct(images, mask)
+    early = reconstruct(model, images, mask)
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.add_(0.05)
-    late = model.reconstruct(images, mask)
-    other = model.reconstruct(images, ~mask)
+    late = reconstruct(model, images, mask)
+    other = reconstruct(model, images, ~mask)
     return early, late, other
 
 

@@ -1,19 +1,12 @@
 """Failure modes under control: sweep one rooms knob, score models per value, compute each verdict.
 
-The course report judged its model's failure modes from pictures ("fails on dark objects in dark
-regions", "misses small objects", "does not separate objects whose colour is similar to the
-background"). A picture cannot tell "worse in the dark" from "worse in this room". Here each claim
-gets the knob of the rooms generator that controls its factor (forcing a knob leaves every other
-draw of a room unchanged), the *same* rooms are rendered at every knob value (a paired design: the
-room-to-room spread cancels in the differences), and each claim is read on the pixels it talks
-about: object pixels, object/background boundaries, or whether an object stands out in depth.
+A picture cannot tell "worse in the dark" from "worse in this room". So each claim of the course
+report gets the rooms knob that controls its factor, the *same* rooms are rendered at every knob
+value (paired: the room-to-room spread cancels), and each claim is read on the pixels it talks
+about (objects, object boundaries, objects standing out in depth: :mod:`.failure_regions`).
 
     rows = knob_sweep({"model": run_dir, "baseline": mean_map}, "light", (0.15, 1.0), n_rooms=8)
     claim_verdict(rows, "dark", model="model")["sentence"]
-
-Depth metrics come from :mod:`depthlib.depth.metrics` (``MetricAccumulator`` with a region as the valid
-mask); only the "detected" rate of objects, which has no standard metric, is new (in
-:mod:`depthlib.course.failure_regions`, with the object masks the regions come from).
 """
 
 from __future__ import annotations
@@ -29,12 +22,12 @@ import numpy as np
 
 from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
 from depthlib.course.statistics import bootstrap_ci
-from depthlib.data.pools import UNLABELLED_SEED_OFFSET
 from depthlib.data.rooms.scene import RoomKnobs
 from depthlib.depth.metrics import MeanDepthBaseline, MetricAccumulator
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.evaluate import MODEL_ROW
 from depthlib.jobs.predict import Predictor
+from depthlib.seeds import UNLABELLED_ROOMS
 
 __all__ = [
     "CLAIMS",
@@ -53,26 +46,23 @@ __all__ = [
 ]
 
 # Labelled rooms use seed s, the unlabelled pretraining pool s + 1_000_003; sweeps use their own.
-SWEEP_SEED_OFFSET = 2 * UNLABELLED_SEED_OFFSET + 23  # 2_000_029
+SWEEP_SEED_OFFSET = 2 * UNLABELLED_ROOMS + 23  # 2_000_029
 # Rooms per knob value: quick keeps nbval under a minute; cpu gives paired CIs of useful width.
 SWEEP_ROOMS = {"quick": 4, "cpu": 40, "paper": 100}
-MEASURES = ("abs_rel", "objects_abs_rel", "boundary_abs_rel", "detected")
+MIN_EFFECT = 0.1  # a "material" change: 10% of the measure at the reference value
 MEASURE_LABELS = {
     "abs_rel": "AbsRel (whole image)",
     "objects_abs_rel": "AbsRel on object pixels",
     "boundary_abs_rel": "AbsRel at object boundaries",
     "detected": "objects detected (share)",
 }
+MEASURES = tuple(MEASURE_LABELS)
 
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """A claim of the report, the knob that controls its factor and how to read it.
-
-    ``stress`` is the knob value where the claim says the model fails, ``reference`` the normal
-    one; ``measure`` a row key (see ``MEASURES``); ``higher_is_worse`` its direction; ``fixed``
-    other knobs forced in every room of the sweep (e.g. a dark room for dark objects).
-    """
+    """A claim of the report and its test: the model fails at ``knob=stress`` compared with
+    ``reference`` on ``measure`` (a row key); ``fixed`` knobs are forced in every room."""
 
     key: str
     text: str
@@ -117,32 +107,12 @@ def sweep_rooms_for_profile(profile) -> int:
     return SWEEP_ROOMS.get(getattr(profile, "name", profile), SWEEP_ROOMS["cpu"])
 
 
-def _check_sweep(knob: str, values, n_rooms: int) -> tuple[float, ...]:
-    if knob not in RoomKnobs.names():
-        raise ConfigError(
-            f"Unknown room knob {knob!r}; choose one of {', '.join(RoomKnobs.names())}."
-        )
-    values = tuple(float(v) for v in values)
-    if not values:
-        raise ConfigError(f"Give at least one value to sweep {knob!r} over, e.g. (0.2, 1.0).")
-    for v in values:  # fails before any rendering, with the valid range in the message
-        RoomKnobs(**{knob: int(v) if knob == "n_objects" else v}).validated()
-    if int(n_rooms) < 1:
-        raise ConfigError(f"n_rooms must be at least 1, got {n_rooms}.")
-    return values
-
-
-def _row_metrics(acc: dict, pred, gt, objects, band) -> dict:
-    """Per-region metrics of one room; a region with no valid pixel gives NaN."""
-    regions = {"": None, "objects_": objects >= 0, "boundary_": band}
-    out = {}
-    for prefix, mask in regions.items():
-        a = acc[prefix]
-        a.update(pred[None], gt[None], None if mask is None else mask[None])
-        m = a.per_image[-1]
-        for name in ("abs_rel", "delta1", "rmse"):
-            out[prefix + name] = math.nan if m is None else m[name]
-    return out
+def _image_metrics(pred, gt, region=None) -> dict:
+    """abs_rel, delta1 and rmse of one image on ``region`` (NaN when it has no valid pixel)."""
+    acc = MetricAccumulator()
+    acc.update(pred[None], gt[None], None if region is None else region[None])
+    m = acc.per_image[0]
+    return {k: math.nan if m is None else m[k] for k in ("abs_rel", "delta1", "rmse")}
 
 
 def knob_sweep(
@@ -153,24 +123,30 @@ def knob_sweep(
     n_rooms: int = 8,
     size: tuple[int, int] = (240, 320),
     input_size: tuple[int, int] | None = None,
-    seed: int | None = None,
-    band: int | None = None,
     fixed: Mapping[str, float] | Sequence[tuple[str, float]] = (),
 ) -> list[dict]:
-    """One row per (model, knob value, room): rooms ``0..n_rooms-1`` of the sweep seed rendered
-    at ``size`` with ``knob`` forced to each value (same rooms for every value: paired), and the
-    ``fixed`` knobs forced in all of them.
+    """One row per (model, knob value, room): sweep rooms ``0..n_rooms-1`` rendered at ``size``
+    with ``knob`` forced to each value and the ``fixed`` knobs in all of them.
 
-    ``model``: a model, run folder, fitted baseline or :class:`Predictor`, or a mapping
-    name -> any of these (each room is rendered once and scored by every model).
-    ``input_size``: what the networks see (default: a run's training size; a bare module sees
-    the rendered size). ``band``: boundary half-width in rendered pixels (default: one pixel of
-    the first network's input, so every model is scored on the same band). ``seed``: the rooms' seed
-    (default ``sweep_rooms_seed(0)``). Row keys: model, knob, value, room, abs_rel, delta1,
-    rmse, objects_*, boundary_* (same metrics on those pixels), detected (share of counted
-    objects, see :func:`relief_detection`), n_counted, object_fraction, luminance.
+    ``model``: a model, run folder, fitted baseline or :class:`Predictor`, or {name: any of
+    these}. ``input_size``: what the networks see (default: a run's training size). Object
+    boundaries are one input pixel of the first network wide, the same band for every model.
+    Row keys: model, knob, value, room, abs_rel, delta1, rmse, objects_* and boundary_* (the
+    same on those pixels), detected (see :func:`relief_detection`), n_counted, object_fraction,
+    luminance.
     """
-    values = _check_sweep(knob, values, n_rooms)
+    if knob not in RoomKnobs.names():
+        raise ConfigError(
+            f"Unknown room knob {knob!r}; choose one of {', '.join(RoomKnobs.names())}."
+        )
+    values = tuple(float(v) for v in values)
+    as_knob = int if knob == "n_objects" else float
+    if not values:
+        raise ConfigError(f"Give at least one value to sweep {knob!r} over, e.g. (0.2, 1.0).")
+    for v in values:  # fails before any rendering, with the valid range in the message
+        RoomKnobs(**{knob: as_knob(v)}).validated()
+    if int(n_rooms) < 1:
+        raise ConfigError(f"n_rooms must be at least 1, got {n_rooms}.")
     models = dict(model) if isinstance(model, Mapping) else {MODEL_ROW: model}
     if not models:
         raise ConfigError("knob_sweep needs at least one model.")
@@ -179,28 +155,28 @@ def knob_sweep(
         for name, m in models.items()
     }
     height, width = (int(v) for v in size)
-    if band is None:
-        sizes = [p.input_size for p in predictors.values() if p.input_size is not None]
-        band = max(1, math.ceil(max(height / sizes[0][0], width / sizes[0][1]))) if sizes else 1
-    seed = sweep_rooms_seed(0) if seed is None else int(seed)
+    sizes = [p.input_size for p in predictors.values() if p.input_size is not None]
+    band = max(1, math.ceil(max(height / sizes[0][0], width / sizes[0][1]))) if sizes else 1
     rows = []
     for value in values:
-        knobs = RoomKnobs(**dict(fixed), **{knob: int(value) if knob == "n_objects" else value})
-        rooms = [render_labelled_room(seed, i, height, width, knobs) for i in range(n_rooms)]
+        knobs = RoomKnobs(**dict(fixed), **{knob: as_knob(value)})
+        rooms = [
+            render_labelled_room(sweep_rooms_seed(0), i, height, width, knobs)
+            for i in range(n_rooms)
+        ]
         edges = [boundary_band(room["objects"], band) for room in rooms]
         for name, predict in predictors.items():
             preds = predict([room["rgb"] for room in rooms])
-            accs = {p: MetricAccumulator() for p in ("", "objects_", "boundary_")}
             for index, (room, pred, edge) in enumerate(zip(rooms, preds, edges, strict=True)):
                 gt, objects = room["depth"], room["objects"]
                 found, counted = relief_detection(pred, gt, objects, band=band)
+                row = {"model": name, "knob": knob, "value": value, "room": index}
+                regions = {"": None, "objects_": objects >= 0, "boundary_": edge}
+                for prefix, region in regions.items():
+                    row |= {prefix + k: v for k, v in _image_metrics(pred, gt, region).items()}
                 rows.append(
-                    {
-                        "model": name,
-                        "knob": knob,
-                        "value": value,
-                        "room": index,
-                        **_row_metrics(accs, pred, gt, objects, edge),
+                    row
+                    | {
                         "detected": found / counted if counted else math.nan,
                         "n_counted": counted,
                         "object_fraction": float((objects >= 0).mean()),
@@ -277,21 +253,15 @@ def claim_verdict(
     model: str | None = None,
     versus: str | None = None,
     measure: str | None = None,
-    min_effect: float = 0.1,
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
 ) -> dict:
-    """Confirmed / refuted / inconclusive, computed from paired rooms, with the numbers.
+    """Confirmed / refuted / inconclusive from paired rooms, with the numbers.
 
     d = measure(stress) - measure(reference) per room, signed so that d > 0 means worse.
-    Confirmed: the bootstrap CI of mean d lies above 0 and mean d is at least ``min_effect``
-    times the reference mean (a material change). Refuted: the CI lies below that size (a
-    material degradation is ruled out). Otherwise inconclusive (too few rooms or too noisy).
+    Confirmed: the 95% bootstrap CI of mean d lies above 0 and mean d is at least ``MIN_EFFECT``
+    times the reference mean (material). Refuted: the CI lies below the material size.
     ``versus``: another model of the rows (e.g. the mean-depth baseline); d is then how much
-    more ``model`` gets worse than it in the same room (for knobs that change the ground truth,
-    this removes what the measure does without looking at the image). ``measure``: read another
-    row key than the claim's, e.g. "abs_rel" to see whether the whole image gets as much worse.
+    more ``model`` gets worse than it in the same room (removes what a knob that changes the
+    ground truth does to the measure alone). ``measure``: read another row key than the claim's.
     """
     c = CLAIMS[claim] if isinstance(claim, str) and claim in CLAIMS else claim
     if not isinstance(c, Claim):
@@ -310,15 +280,15 @@ def claim_verdict(
     n = int(d.size)
     out = {
         "claim": c.key, "text": c.text, "knob": c.knob, "measure": c.measure,
-        "stress": c.stress, "reference": c.reference, "n_rooms": n, "min_effect": min_effect,
+        "stress": c.stress, "reference": c.reference, "n_rooms": n, "min_effect": MIN_EFFECT,
         "versus": versus,
     }  # fmt: skip
     if n < 2:
         out |= {"verdict": "inconclusive", "sentence": f"inconclusive: only {n} paired room(s)."}
         return out
-    _, lo, hi = bootstrap_ci(d, confidence, n_boot, seed)
+    _, lo, hi = bootstrap_ci(d, n_boot=2000)
     mean_ref, mean_stress = float(ref.mean()), float(stress.mean())
-    material = min_effect * abs(mean_ref)
+    material = MIN_EFFECT * abs(mean_ref)
     effect = float(d.mean())
     if lo > 0 and effect >= material:
         verdict = "confirmed"
@@ -336,37 +306,30 @@ def claim_verdict(
         "relative_change": (mean_stress - mean_ref) / mean_ref if mean_ref else math.nan,
     }
     label = MEASURE_LABELS.get(c.measure, c.measure)
+    undecided = "includes both 0 and"
+    if lo > 0:
+        undecided = "excludes 0 (a worsening is detected) but includes"
     why = {
         "confirmed": "CI above 0 and the change at least the material size",
         "refuted": "a worsening of the material size or more lies outside the CI",
-    }.get(verdict) or _inconclusive_reason(lo, hi, material)
+        "inconclusive": f"the CI {undecided} the material size",
+    }[verdict]
+    change = out["relative_change"]
     out["sentence"] = (
         f"{verdict} ({why}): {label} {mean_ref:.3f} at {c.knob}={c.reference:g} vs "
-        f"{mean_stress:.3f} at {c.knob}={c.stress:g} ({_percent(out['relative_change'])}); "
-        f"worse-by {effect:+.3f}{f' beyond {versus}' if versus else ''}, {confidence:.0%} "
+        f"{mean_stress:.3f} at {c.knob}={c.stress:g} "
+        f"({'n/a' if math.isnan(change) else f'{change:+.0%}'}); "
+        f"worse-by {effect:+.3f}{f' beyond {versus}' if versus else ''}, 95% "
         f"bootstrap CI [{lo:+.3f}, {hi:+.3f}], paired std {out['paired_std']:.3f}, n={n} rooms; "
-        f"material size = {min_effect:.0%} of the reference ({material:.3f})."
+        f"material size = {MIN_EFFECT:.0%} of the reference ({material:.3f})."
     )
     return out
 
 
-def _inconclusive_reason(lo: float, hi: float, material: float) -> str:
-    """What an interval that decides nothing does include (it always includes the material size)."""
-    if lo > 0:
-        return "the CI excludes 0 (a worsening is detected) but includes the material size"
-    return "the CI includes both 0 and the material size"
-
-
-def _percent(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:+.0%}"
-
-
 def prediction_rows(models: Mapping, source, indices: Sequence[int]) -> list[dict]:
     """One row per test image for Figures 5-6: ``index``, ``rgb``, ``depth`` (GT), ``valid`` and
-    ``predictions`` = {model name: (depth map at GT size, the image's AbsRel)}.
-
-    ``models``: name -> model, run folder or :class:`Predictor` (each sees its training size);
-    ``source``: a reader such as ``open_depth_dataset(rooms_file, "test")``.
+    ``predictions`` = {model name: (depth map at GT size, AbsRel)}. ``models``: name -> model,
+    run folder or :class:`Predictor`; ``source``: e.g. ``open_depth_dataset(rooms_file, "test")``.
     """
     predictors = {
         name: m if isinstance(m, Predictor) else Predictor(m) for name, m in models.items()
@@ -378,10 +341,8 @@ def prediction_rows(models: Mapping, source, indices: Sequence[int]) -> list[dic
         row["predictions"] = {}
         for name, predict in predictors.items():
             pred = predict([sample["rgb"]])[0]
-            acc = MetricAccumulator()
-            acc.update(pred[None], sample["depth"][None], sample["valid"][None])
-            m = acc.per_image[-1]
-            row["predictions"][name] = (pred, math.nan if m is None else m["abs_rel"])
+            abs_rel = _image_metrics(pred, sample["depth"], sample["valid"])["abs_rel"]
+            row["predictions"][name] = (pred, abs_rel)
         rows.append(row)
     return rows
 

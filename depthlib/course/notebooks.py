@@ -1,22 +1,20 @@
 """Running the course notebooks from code: how ``reproduce`` makes every figure of the course.
 
-The notebooks are the single place where each figure is made (they narrate and call depthlib),
-so ``reproduce`` executes them rather than repeating their calls. Each executed copy goes to
-``runs/notebooks-<profile>/`` (the committed notebooks stay as they are unless asked), and
-records a fingerprint of its code cells, its inputs and the figures it wrote: a re-run skips
-a notebook whose code, inputs and figures are unchanged.
+The notebooks are the one place where each figure is made, so ``reproduce`` executes them. Each
+executed copy goes to ``runs/notebooks-<profile>/`` with a fingerprint of its code cells, inputs
+and the figures it wrote: a re-run skips a notebook whose code, inputs and figures are unchanged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from unittest import mock
 
 from depthlib.atomic import atomic_write_text
 from depthlib.errors import ConfigError, DataError
@@ -56,34 +54,12 @@ def _read(path: Path):
 def code_fingerprint(notebook) -> str:
     """A hash of the code cells' sources (not their outputs): executing a notebook in place
     does not change it, editing a cell does."""
-    digest = hashlib.sha256()
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            digest.update(cell.source.encode() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _environment(changes: Mapping[str, str]) -> Iterator[None]:
-    """Environment variables for the kernel (it inherits this process's environment)."""
-    saved = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    code = b"".join(c.source.encode() + b"\0" for c in notebook.cells if c.cell_type == "code")
+    return hashlib.sha256(code).hexdigest()[:16]
 
 
 def _figure_stamps(directory: Path) -> dict[str, int]:
-    return (
-        {p.name: p.stat().st_mtime_ns for p in directory.glob("*.png")}
-        if directory.is_dir()
-        else {}
-    )
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("*.png")}
 
 
 def execute_notebook(
@@ -94,13 +70,10 @@ def execute_notebook(
     timeout: float = 3600,
     inputs: str = "",
 ) -> dict:
-    """Execute ``path`` top to bottom in a fresh kernel (working directory: its folder) and
-    write the executed copy to ``out``. Returns ``{"seconds", "figures", "skipped"}``.
-
-    Skipped when ``out`` already holds a run of the same code with the same ``inputs`` (a
-    string naming what the notebook reads, e.g. the profile and experiment folder) and every
-    figure it wrote still exists. A failing cell raises :class:`DataError` naming the notebook
-    and the cell; the partly executed copy is kept in ``out`` for reading.
+    """Execute ``path`` in a fresh kernel (in its folder), write the executed copy to ``out``;
+    returns ``{"seconds", "figures", "skipped"}``. Skipped when ``out`` holds a complete run of
+    the same code and ``inputs`` (what the notebook reads, e.g. profile and study folder) whose
+    figures all exist. A failing cell raises :class:`DataError`; the partial copy stays in ``out``.
     """
     try:
         from jupyter_client import KernelManager
@@ -133,9 +106,8 @@ def execute_notebook(
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
-    start = time.perf_counter()
-    error = None
-    with sockets, _environment(dict(env or {})):
+    start, error = time.perf_counter(), None
+    with sockets, mock.patch.dict(os.environ, dict(env or {})):  # the kernel inherits it
         try:
             client.execute()
         except CellExecutionError as err:
@@ -143,14 +115,9 @@ def execute_notebook(
     seconds = time.perf_counter() - start
     after = _figure_stamps(figures)
     written = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
-    notebook.metadata[METADATA_KEY] = {
-        **fingerprint,
-        "figures": written,
-        "seconds": round(seconds, 1),
-        "complete": error is None,
-    }
+    done = {"figures": written, "seconds": round(seconds, 1), "complete": error is None}
+    notebook.metadata[METADATA_KEY] = fingerprint | done
     out.parent.mkdir(parents=True, exist_ok=True)
-
     atomic_write_text(out, _text(notebook))
     if error is not None:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # the kernel's colour codes
@@ -171,10 +138,8 @@ def run_notebooks(
     update: bool = False,
     echo=print,
 ) -> dict[str, dict]:
-    """Execute the course notebooks in order under ``DEPTHLIB_PROFILE=profile_name``.
-
-    Executed copies go to ``runs/notebooks-<profile>/``; with ``update`` they also replace the
-    committed notebooks (what a maintainer does after a cpu-profile run)."""
+    """Execute the course notebooks in order under ``DEPTHLIB_PROFILE=profile_name`` into
+    ``runs/notebooks-<profile>/``; with ``update`` also into the committed notebooks."""
     if update and profile_name != "cpu":
         raise ConfigError(
             "Committed notebooks carry the cpu profile's outputs; run with --profile cpu to "
@@ -198,7 +163,6 @@ def run_notebooks(
 def _write_outputs_into(source: Path, executed: Path) -> None:
     """Give ``source`` the outputs of ``executed`` (a run of the same code cells), keeping the
     source's own markdown: an executed copy may predate an edit of the prose."""
-
     notebook, run = _read(source), _read(executed)
     if code_fingerprint(notebook) != code_fingerprint(run):
         raise DataError(f"{executed} ran other code than {source}; run reproduce again.")

@@ -1,9 +1,6 @@
-"""Published NYU Depth V2 results, as context beside the course's tables — never as a comparison.
-
-The course's numbers are measured on the procedural rooms set, whose depth, scenes and camera are
-not NYU's; a rooms δ1 and an NYU δ1 measure different things. These are what papers report on
-NYU's 654 test images (Eigen crop, 10 m cap, as the course's protocol; Eigen et al. 2014 predates
-the cap), each taken from its source as listed.
+"""Published NYU Depth V2 results, as context beside the course's tables — never as a comparison:
+a rooms δ1 and an NYU δ1 measure different things. What papers report on NYU's 654 test images
+(Eigen crop, 10 m cap as the course's protocol; Eigen et al. 2014 predates the cap), as sourced.
 """
 
 from __future__ import annotations

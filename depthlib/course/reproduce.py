@@ -1,13 +1,10 @@
 """``depthlib reproduce``: the course's main job as a list of cached stages.
 
-rooms dataset -> pretraining (the lean study's pretrained arms) -> fine-tuning (the lean study:
-its arms, label fractions and seeds) -> notebooks 00-05 executed (every figure of the course) ->
-``figures/RESULTS.md`` with the measured tables. Each stage caches its outputs (the rooms file,
-run folders, executed notebooks), so a second run skips what is done. The time spent in each
-stage is printed, because the cpu profile has a budget (15 minutes on 2 cores).
-
-``data``: a labelled file (real NYU's labeled .mat with splits.mat beside it) to train and
-evaluate on instead of the rooms set; the notebooks then read it from ``$DEPTHLIB_DATASET``.
+rooms dataset -> pretraining and fine-tuning (the profile's lean study) -> notebooks 00-05
+executed (every figure) -> ``figures/RESULTS.md``. Each stage caches its outputs, so a second run
+skips what is done; the time per stage is printed (the cpu profile has a 15-minute budget).
+``data``: a labelled file (e.g. real NYU) instead of the rooms set, passed to the notebooks in
+``$DEPTHLIB_DATASET``.
 """
 
 from __future__ import annotations
@@ -15,105 +12,77 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from depthlib.atomic import atomic_write_text
+from depthlib.course.notebooks import run_notebooks
+from depthlib.course.statistics import format_study_table, load_results, study_rows, study_verdicts
+from depthlib.course.study import ARMS, pretrained_encoder, run_study, study_dir
+from depthlib.data.rooms import rooms_for_profile
 from depthlib.errors import ConfigError, DataError
-from depthlib.profiles import DATASET_ENV, REPO_ROOT, Profile, get_profile, shown_path
+from depthlib.profiles import (
+    DATASET_ENV,
+    REPO_ROOT,
+    Profile,
+    figures_dir,
+    get_profile,
+    printable_path,
+)
 
-__all__ = ["STAGES", "Stage", "reproduce", "results_markdown"]
+__all__ = ["STAGES", "reproduce", "results_markdown"]
 
 RESULTS_FILE = "RESULTS.md"
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[Profile, dict], str]
+STUDY_FILE = REPO_ROOT / "benchmarks" / "results" / "transfer_study.json"
 
 
 def _rooms(profile: Profile, state: dict) -> str:
-    from depthlib.data.info import format_summary, summarize
-    from depthlib.data.rooms import rooms_for_profile
+    from depthlib.data import info
 
-    path = rooms_for_profile(profile)
-    return format_summary(summarize(path))
+    return info.format_dataset_summary(info.dataset_summary(rooms_for_profile(profile)))
 
 
 def _pretrain(profile: Profile, state: dict) -> str:
-    from depthlib.course.study import ARMS, pretrained_encoder
-
     st = profile.study
     arms = [a for a in st.arms if "pretrain" in ARMS[a]]
     seeds = sorted({st.pretrain_seeds[s % len(st.pretrain_seeds)] for s in st.seeds})
     paths = [pretrained_encoder(profile, state["data"], a, p) for a in arms for p in seeds]
-    return "pretrained encoders: " + ", ".join(shown_path(p) for p in paths)
+    return "pretrained encoders: " + ", ".join(printable_path(p) for p in paths)
 
 
 def _finetune(profile: Profile, state: dict) -> str:
-    from depthlib.course.statistics import format_study_table, summarize
-    from depthlib.course.study import run_study
-
     state["runs"] = run_study(profile, state["data"])
-    return format_study_table(summarize(state["runs"]))
+    return format_study_table(study_rows(state["runs"]))
 
 
 def _notebooks(profile: Profile, state: dict) -> str:
-    from depthlib.course.notebooks import run_notebooks
-    from depthlib.course.study import study_dir
-
     inputs = f"{profile.name}:{study_dir(profile, state['data']).name}"
     env = {DATASET_ENV: str(state["data"])}
     results = run_notebooks(profile.name, inputs=inputs, env=env, update=state["update"])
-    state["notebooks"] = results
     figures = sorted({f for r in results.values() for f in r["figures"]})
     return f"{len(results)} notebooks; figures written: {len(figures)}"
 
 
 def _results(profile: Profile, state: dict) -> str:
-    from depthlib.course.study import run_study
-    from depthlib.profiles import figures_dir
-
     runs = run_study(profile, state["data"], progress=False)  # the lean study: all finished
     text = results_markdown(profile, runs, state["timings"], state["data"])
     path = atomic_write_text(figures_dir() / RESULTS_FILE, text)
-    return f"wrote {shown_path(path)}"
+    return f"wrote {printable_path(path)}"
 
 
-STAGES: list[Stage] = [
-    Stage("rooms dataset", _rooms),
-    Stage("pretraining", _pretrain),
-    Stage("fine-tuning", _finetune),
-    Stage("notebooks", _notebooks),
-    Stage("results", _results),
-]
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return (
-        f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, "
-        + (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU")
-    )
-
-
-STUDY_FILE = REPO_ROOT / "benchmarks" / "results" / "transfer_study.json"
+# stage name -> what it does: (profile, shared state) -> a one-line summary
+STAGES = {
+    "rooms dataset": _rooms,
+    "pretraining": _pretrain,
+    "fine-tuning": _finetune,
+    "notebooks": _notebooks,
+    "results": _results,
+}
 
 
 def _full_study(profile: Profile) -> list[str]:
     """The committed full study of this profile's settings: its table and every verdict."""
-    from depthlib.course.statistics import (
-        format_study_table,
-        load_results,
-        study_verdicts,
-        summarize,
-    )
-
     head = ["## The full study (`benchmarks/bench_transfer.py`, committed results file)", ""]
     try:
         record, stored = load_results(STUDY_FILE, profile)
@@ -126,7 +95,7 @@ def _full_study(profile: Profile) -> list[str]:
         f"seeds {design['seeds']}, pretraining seeds {design['pretrain_seeds']}. Intervals: 95%, "
         "the wider of a paired bootstrap and Student's t over the seeds.",
         "",
-        format_study_table(summarize(stored)),
+        format_study_table(study_rows(stored)),
         "",
         *[f"- {v['question']}: {v['summary']}" for v in verdicts],
     ]
@@ -135,13 +104,13 @@ def _full_study(profile: Profile) -> list[str]:
 def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
     """``RESULTS.md``: the lean study's table and paired verdicts, each course model's protocol
     table beside the baselines, the machine and the time per stage."""
-    from depthlib.course.statistics import format_study_table, study_verdicts, summarize
-
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     lines = [
         f"# Results — profile `{profile.name}`",
         "",
-        f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{shown_path(data)}`.",
-        f"Machine: {_machine()}.",
+        f"Written by `depthlib reproduce` on {time.strftime('%Y-%m-%d %H:%M')}; data: `{printable_path(data)}`.",
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, {gpu}.",
         "",
         "## Initialisations of the same UNet++ (test split, mean ± std over seeds)",
         "",
@@ -150,7 +119,7 @@ def results_markdown(profile: Profile, runs, timings: dict[str, float], data) ->
         "compute-matched scratch, paired confidence intervals) is `benchmarks/bench_transfer.py`'s, "
         "committed in `benchmarks/results/transfer_study.json`.",
         "",
-        format_study_table(summarize(runs)),
+        format_study_table(study_rows(runs)),
         "",
     ]
     if len(profile.study.seeds) > 1:
@@ -185,26 +154,23 @@ def reproduce(
     echo=print,
 ) -> dict[str, float]:
     """Run every stage (or those named in ``only``) and return ``{stage: seconds}``."""
-    from depthlib.data.rooms import rooms_for_profile
-
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    names = [s.name for s in STAGES]
-    unknown = sorted(set(only or ()) - set(names))
+    unknown = sorted(set(only or ()) - set(STAGES))
     if unknown:
-        raise ConfigError(f"Unknown stage(s) {unknown}; the stages are: {', '.join(names)}.")
-    stages = [s for s in STAGES if not only or s.name in only]
+        raise ConfigError(f"Unknown stage(s) {unknown}; the stages are: {', '.join(STAGES)}.")
+    stages = [name for name in STAGES if not only or name in only]
     timings: dict[str, float] = {}
     state = {"timings": timings, "update": update_notebooks}
     echo(f"depthlib reproduce — profile {prof.name}, {len(stages)} stage(s)")
-    for i, stage in enumerate(stages, 1):
-        if "data" not in state and stage.name != "rooms dataset":
+    for i, name in enumerate(stages, 1):
+        if "data" not in state and name != "rooms dataset":
             state["data"] = Path(data) if data is not None else rooms_for_profile(prof)
-        echo(f"[{i}/{len(stages)}] {stage.name} ...")
+        echo(f"[{i}/{len(stages)}] {name} ...")
         start = time.perf_counter()
-        summary = stage.run(prof, state)
-        timings[stage.name] = time.perf_counter() - start
+        summary = STAGES[name](prof, state)
+        timings[name] = time.perf_counter() - start
         echo(summary)
-        echo(f"[{i}/{len(stages)}] {stage.name}: done in {timings[stage.name]:.1f} s")
+        echo(f"[{i}/{len(stages)}] {name}: done in {timings[name]:.1f} s")
     echo("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     echo(f"total: {sum(timings.values()):.1f} s")
     return timings

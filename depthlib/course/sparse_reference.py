@@ -1,11 +1,9 @@
 """A true submanifold sparse convolution, written independently of :mod:`depthlib.spark.sparse`.
 
-It stores features only at active sites (an (N_active, C) list), looks up each active output
-site's k×k neighbourhood through an index map, multiplies only those columns, and scatters the
-result back. Inactive neighbours contribute nothing — the semantics SparK emulates with
-"dense conv, then × mask". Notebook 02 uses it to prove that emulation exact on active sites and,
-with ``benchmarks/bench_sparse_conv.py``, to count and time the work a real sparse kernel would do
-(:func:`measure_sparse_vs_dense`).
+Features live only at active sites (an (N_active, C) list); each active output gathers its k×k
+neighbourhood through an index map, so inactive neighbours contribute nothing: the semantics
+SparK emulates with "dense conv, then × mask". Notebook 02 uses it to prove that emulation exact
+and, with ``benchmarks/bench_sparse_conv.py``, to count and time a real sparse kernel's work.
 """
 
 from __future__ import annotations
@@ -17,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from depthlib.errors import ConfigError, DataError
-from depthlib.spark.masks import as_mask, make_patch_mask, upsample_mask
+from depthlib.spark.model import make_patch_mask
+from depthlib.spark.sparse import upsample_mask
 
 __all__ = [
     "active_output_sites",
@@ -36,7 +35,7 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
 def active_output_sites(mask: torch.Tensor, stride: int | tuple[int, int] = 1) -> torch.Tensor:
     """Active output sites (B, H/s, W/s) of a submanifold conv: an output is active when any input
     of its s×s block is (for stride 1, the input sites themselves)."""
-    active = as_mask(mask)[:, 0]
+    active = mask[:, 0]
     sh, sw = _pair(stride)
     h, w = active.shape[-2:]
     if h % sh or w % sw:
@@ -61,7 +60,7 @@ def submanifold_conv2d(
     ``mask`` marks the active input sites at the resolution of ``x``; ``out`` is zero at inactive
     outputs. The output must have size (H/stride, W/stride), i.e. "same" padding.
     """
-    active = as_mask(mask)[:, 0].to(x.device)
+    active = mask[:, 0].to(x.device)
     b, c_in, h, w = x.shape
     if active.shape != (b, h, w):
         raise DataError(
@@ -78,7 +77,7 @@ def submanifold_conv2d(
             f"submanifold_conv2d needs 'same' padding: input {h}x{w}, stride {(sh, sw)} gives "
             f"{out_h}x{out_w} instead of {h // sh}x{w // sw}; use padding = dilation*(k-1)//2."
         )
-    out_active = active_output_sites(active, (sh, sw))
+    out_active = active_output_sites(active[:, None], (sh, sw))
 
     # The sparse representation: one row per active input site, plus a zero row for "nothing".
     n_in = int(active.sum())
@@ -152,14 +151,10 @@ def measure_sparse_vs_dense(
 ) -> list[dict]:
     """MACs and CPU time of one k×k conv (C→C, stride 1): masked-dense vs :func:`submanifold_conv2d`.
 
-    ``patch`` is the mask patch side in pixels *of this feature map* (4 for the 28×28 stage-3
-    map, stride 8, of a 224 image with 32-pixel patches). One dict per ratio with: ratio, visible,
-    channels, size, batch, dense_gmacs, sparse_gmacs, macs_fraction, dense_ms, sparse_ms,
-    sparse_over_dense (time ratio, < 1 means sparse is faster), the same three with suffix
-    ``_min`` for the fastest run (less sensitive to a busy machine), max_abs_diff (exactness on
-    all positions).
-    Times are medians of ``repeats`` alternating runs under no_grad; ``num_threads`` is set only
-    meanwhile.
+    ``patch``: the mask patch side in pixels *of this feature map* (4 for the 28×28 stage-3 map of
+    a 224 image with 32-pixel patches). One row per ratio (keys: see :func:`markdown_table`);
+    times are medians (``_min``: fastest) of ``repeats`` alternating runs under no_grad with
+    ``num_threads`` threads; sparse_over_dense < 1 means sparse is faster.
     """
     height, width = _pair(size)
     generator = torch.Generator().manual_seed(seed)

@@ -1,13 +1,9 @@
-"""Reading the study as a sceptic would: paired differences, bootstrap intervals, verdicts, tables,
-and the results file that carries a long study's numbers with their provenance.
+"""Reading the study as a sceptic would: paired differences, intervals, verdicts, tables, and the
+results file that carries a long study's numbers with their provenance.
 
-A difference between two arms is measured per seed (the seeds are paired: same decoder start,
-label subset and batch order), and its mean gets a 95% percentile-bootstrap interval over the
-seeds. With five seeds a percentile bootstrap is too narrow (it cannot see beyond the spread of
-five numbers), so the interval a verdict reads is the wider of the bootstrap and Student's t
-interval of the paired differences. The verdict: "better" or "worse" when the interval excludes
-0, "no clear difference" otherwise. With few seeds the interval is wide and says so; "more than
-one std" is not a test.
+A difference between two arms is measured per (paired) seed. With five seeds a percentile
+bootstrap is too narrow, so a verdict reads the wider of the bootstrap and Student's t interval
+of the mean difference: "better" or "worse" when it excludes 0, "no clear difference" otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ __all__ = [
     "results_record",
     "settings_hash",
     "study_verdicts",
-    "summarize",
+    "study_rows",
     "write_results",
 ]
 
@@ -89,7 +85,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def summarize(runs: Iterable) -> list[dict]:
+def study_rows(runs: Iterable) -> list[dict]:
     """One row per (label fraction, arm, epochs): mean and sample std over seeds of each metric,
     then one mean-depth baseline row per label fraction."""
     groups: dict[tuple, list] = {}
@@ -124,11 +120,10 @@ def _cell(mean: float, std: float) -> str:
 
 def format_study_table(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> str:
     """Markdown: one line per summary row, mean ± std over seeds."""
+    titles = " | ".join(TITLES[m] for m in metrics)
     lines = [
-        "| labels | initialisation | epochs | seeds | "
-        + " | ".join(TITLES[m] for m in metrics)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(metrics),
+        f"| labels | initialisation | epochs | seeds | {titles} |",
+        "|" + "---|" * (4 + len(metrics)),
     ]
     for r in rows:
         cells = [_cell(r[m], r[f"{m}_std"]) for m in metrics]
@@ -143,10 +138,9 @@ def paired_verdict(
     runs: Sequence, arm: str, versus: str = "scratch", *, label_fraction: float,
     epochs: int | None = None, versus_epochs: int | None = None, metrics: Sequence[str] = METRICS,
 ) -> dict:  # fmt: skip
-    """Is ``arm`` better than ``versus`` at ``label_fraction``? Per metric: the paired gains (a
-    positive gain means ``arm`` is better, whatever the metric's direction), their mean, 95%
-    bootstrap interval and verdict. ``epochs``/``versus_epochs`` pick the budgets (default: the
-    only one present). Seeds present in both arms only."""
+    """Is ``arm`` better than ``versus`` at ``label_fraction``? Per metric over the seeds both
+    arms have: the paired gains (> 0: ``arm`` is better), :func:`paired_interval` and a verdict.
+    ``epochs``/``versus_epochs`` pick the budgets (default: the only one present)."""
 
     def pick(name, budget):
         chosen = [r for r in runs if r.arm == name and r.label_fraction == label_fraction]
@@ -158,44 +152,33 @@ def paired_verdict(
     mine, theirs = pick(arm, epochs), pick(versus, versus_epochs if versus_epochs else epochs)
     seeds = sorted(set(mine) & set(theirs))
     out = {"arm": arm, "versus": versus, "label_fraction": label_fraction, "seeds": seeds}
-    out["metrics"] = {}
+    out["metrics"], parts = {}, []
     for name in metrics:
         sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
         gains = [sign * (mine[s].metrics[name] - theirs[s].metrics[name]) for s in seeds]
         gains = [g for g in gains if math.isfinite(g)]
         if len(gains) < 2:
             out["metrics"][name] = {"n": len(gains), "verdict": "too few paired seeds"}
+            parts.append(f"{name}: too few paired seeds ({len(gains)})")
             continue
         interval = paired_interval(gains)
         low, high = interval["ci"]
         word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
         out["metrics"][name] = {"n": len(gains), **interval, "verdict": word}
-    out["summary"] = _sentence(out)
-    return out
-
-
-def _sentence(v: dict) -> str:
-    parts = []
-    for name, m in v["metrics"].items():
-        if "ci" not in m:
-            parts.append(f"{name}: {m['verdict']} ({m['n']})")
-        else:
-            lo, hi = m["ci"]
-            parts.append(
-                f"{name} {m['verdict']} (gain {m['gain']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}])"
-            )
-    return (
-        f"{v['arm']} vs {v['versus']} at {100 * v['label_fraction']:g}% labels, "
-        f"{len(v['seeds'])} paired seeds: " + "; ".join(parts)
+        gain = interval["gain"]
+        parts.append(f"{name} {word} (gain {gain:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
+    out["summary"] = (
+        f"{arm} vs {versus} at {100 * label_fraction:g}% labels, {len(seeds)} paired seeds: "
+        + "; ".join(parts)
     )
+    return out
 
 
 def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) -> list[dict]:
     """Every comparison the study was designed for, each a :func:`paired_verdict` with its
-    ``question``: each arm against scratch at the main budget; SparK against zero-out masking
-    (the sparse operators' own share); SparK and ImageNet against compute-matched scratch;
-    the sweep's arms against scratch at each longer budget. ``design``: the StudyConfig or its
-    dict (a results file's ``study``); ``compute_match``: ``compute_match.json``'s content."""
+    ``question``: arms vs scratch, SparK vs zero-out, SparK and ImageNet vs compute-matched
+    scratch, the sweep's arms vs scratch per budget. ``design``: a StudyConfig or its dict;
+    ``compute_match``: ``compute_match.json``'s content."""
     d = design if isinstance(design, dict) else dataclasses.asdict(design)
     epochs, arms, out = d["epochs"], d["arms"], []
     for fraction in d["label_fractions"]:
@@ -223,9 +206,9 @@ def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) ->
 
 
 # ---------------------------------------------------------------- the results file
-def settings_hash(profile, study=None) -> str:
-    """A short hash of everything that decides the study's numbers: fine-tune, pretraining and
-    rooms settings, and (if given) the study's design (arms, fractions, seeds, budgets)."""
+def study_settings(profile, study=None) -> dict:
+    """Everything that decides the study's numbers: fine-tune, pretraining and rooms settings,
+    and (if given) the study's design (arms, fractions, seeds, budgets)."""
     settings = {
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
@@ -233,6 +216,12 @@ def settings_hash(profile, study=None) -> str:
     }
     if study is not None:
         settings["study"] = dataclasses.asdict(study)
+    return json.loads(json.dumps(settings))  # tuples as JSON lists, as a results file holds them
+
+
+def settings_hash(profile, study=None) -> str:
+    """A short hash of :func:`study_settings`, for provenance."""
+    settings = study_settings(profile, study)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -253,6 +242,7 @@ def results_record(runs: Sequence, profile, study, extra: dict | None = None) ->
         "study": dataclasses.asdict(study),
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
+        "rooms": dataclasses.asdict(profile.rooms),
         "runs": [
             {
                 "arm": r.arm,
@@ -300,16 +290,18 @@ def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dic
         raise DataError(f"No study results at {path}; run benchmarks/bench_transfer.py first.")
     record = json.loads(path.read_text(encoding="utf-8"))
     if profile is not None:
-        key, expected = (
-            ("profile_hash", settings_hash(profile))
-            if study is None
-            else ("settings_hash", settings_hash(profile, study))
-        )
-        if record.get(key) != expected:
+        # Every setting the file records must be this profile's (settings added to the
+        # library after the file was written are not in it, and not held against it).
+        changed = [
+            f"{section}.{key} {value!r} in the file, {now[key]!r} here"
+            for section, now in study_settings(profile, study).items()
+            for key, value in (record.get(section) or {}).items()
+            if key in now and value != now[key]
+        ]
+        if changed:
             raise ConfigError(
-                f"{path.name} was made under other settings than the {profile.name} profile's "
-                f"(hash {record.get(key)}, these settings give {expected}); run "
-                "benchmarks/bench_transfer.py again to measure them."
+                f"{path.name} was made under other settings than the {profile.name} profile's: "
+                f"{'; '.join(changed[:4])}; run benchmarks/bench_transfer.py again to measure them."
             )
     fields = _StoredRun.__dataclass_fields__
     runs = [_StoredRun(**{k: r[k] for k in fields if k in r}) for r in record["runs"]]
@@ -318,9 +310,8 @@ def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dic
 
 def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: float) -> dict:
     """Per arm at ``label_fraction``: ``[(epochs, mean, std, compute_s), ...]`` by budget, where
-    compute_s is the mean training-step time of fine-tuning plus the arm's pretraining (from the
-    results file): the x-axes of "does the gain survive longer training, and at equal compute?".
-    Compute-matched scratch runs are scratch points at their own budget."""
+    compute_s is the mean step time of fine-tuning plus the arm's pretraining: "does the gain
+    survive longer training, and at equal compute?". Compute-matched runs count as scratch."""
     pretrain = {name: c["step_s"] for name, c in (record.get("pretraining") or {}).items()}
     groups: dict[tuple, list] = {}
     for r in runs:

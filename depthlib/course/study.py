@@ -13,11 +13,10 @@ only in where the encoder starts:
 - ``scratch (compute-matched)``: scratch fine-tuned for as many extra epochs as SparK's
   pretraining cost in training-step time, measured.
 
-Runs are paired: fine-tune seed ``k`` fixes the decoder's initial weights, the label subset and
-the batch order in every arm, and uses pretraining seed ``pretrain_seeds[k % n]``. Every run lives
-in one folder named after a hash of what decides its result (the profile's fine-tune and
-pretraining settings, the data), so reproduce, notebooks and the benchmark share runs, an
-interrupted study resumes, and runs made under other settings are never mixed in::
+Runs are paired: fine-tune seed ``k`` fixes the decoder start, label subset and batch order in
+every arm, and uses pretraining seed ``pretrain_seeds[k % n]``. Runs live in a folder named after
+a hash of what decides their result (settings and data), so reproduce, notebooks and the
+benchmark share them, an interrupted study resumes, and other settings are never mixed in::
 
     runs/study-<profile>-<hash>/pretrain/<arm>-seed<p>/              encoder.safetensors
     runs/study-<profile>-<hash>/<arm>-labels<pct>-epochs<E>-seed<k>/  evaluation.json
@@ -26,6 +25,7 @@ interrupted study resumes, and runs made under other settings are never mixed in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +44,7 @@ __all__ = [
     "compute_matched_epochs",
     "curve_groups",
     "course_data",
+    "data_identity",
     "course_runs",
     "pretrained_encoder",
     "run_study",
@@ -94,12 +95,29 @@ class StudyRun:
         return f"{self.arm}, {100 * self.label_fraction:g}% labels"
 
 
+def data_identity(path: str | os.PathLike) -> str:
+    """What the data file *is*, not where it lies: a SHA-256 of its content (cached per size and
+    modification time). A moved file keeps its study; a rewritten one starts a new one."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _content_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def study_dir(profile: Profile, data: str | os.PathLike) -> Path:
     """``runs/study-<profile>-<hash of the fine-tune and pretraining settings and the data>``."""
     settings = {
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
-        "data": str(Path(data).resolve()),
+        "data": data_identity(data),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return runs_dir() / f"study-{profile.name}-{digest}"
@@ -132,16 +150,16 @@ def pretrained_encoder(
     *,
     progress: bool = True,
 ) -> Path:
-    """The encoder file of ``arm``'s pretraining with ``seed``, pretrained now unless a finished
-    run exists. Unlabelled images: the rooms generator (a seed of its own) when ``data`` is the
-    rooms set, else the labelled file's train RGB (for real NYU the in-domain images at hand)."""
+    """The encoder file of ``arm``'s pretraining with ``seed`` (pretrained now unless done).
+    Unlabelled images: the rooms generator when ``data`` is a rooms set, else its train RGB."""
     from depthlib.data.rooms import is_rooms_file
     from depthlib.jobs.pretrain import ENCODER_FILENAME, pretrain
 
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     _check_same_encoder(prof)
     if "pretrain" not in ARMS.get(arm, {}):
-        raise ConfigError(f"{arm!r} is not a pretrained arm; choose one of {_pretrained_arms()}.")
+        pretrained = [name for name, a in ARMS.items() if "pretrain" in a]
+        raise ConfigError(f"{arm!r} is not a pretrained arm; choose one of {pretrained}.")
     data_path = course_data(prof, data, progress=progress)
     run_dir = study_dir(prof, data_path) / "pretrain" / f"{arm}-seed{seed}"
     if (run_dir / ENCODER_FILENAME).is_file():
@@ -157,15 +175,6 @@ def pretrained_encoder(
     return result.encoder_path
 
 
-def _pretrained_arms() -> list[str]:
-    return [name for name, arm in ARMS.items() if "pretrain" in arm]
-
-
-def _run_dir(root: Path, arm: str, fraction: float, epochs: int, seed: int) -> Path:
-    name = "scratch" if arm == MATCHED else arm
-    return root / f"{name}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}"
-
-
 def step_seconds(run_dir: Path) -> float:
     """Training-step time of a finished run: the sum of its epochs' step time (no validation)."""
     from depthlib.train.runlog import read_run_rows
@@ -175,16 +184,15 @@ def step_seconds(run_dir: Path) -> float:
 
 
 def compute_matched_epochs(epochs: int, pretrain_s: float, finetune_epoch_s: float) -> int:
-    """Fine-tune epochs that give scratch the compute of pretraining + ``epochs`` epochs: the
-    pretraining's training-step time converted into fine-tune epochs (rounded)."""
+    """Fine-tune epochs that give scratch the step time of pretraining + ``epochs`` epochs."""
     if finetune_epoch_s <= 0 or pretrain_s < 0:
         raise ConfigError(f"need measured step times, got {pretrain_s} s and {finetune_epoch_s} s.")
     return int(epochs + round(pretrain_s / finetune_epoch_s))
 
 
 def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: int) -> int:
-    """Measured once per study and label fraction, then kept in ``compute_match.json`` (a timing
-    measured again would move the matched runs to another epoch count)."""
+    """Measured once per study and label fraction, then kept in ``compute_match.json`` (a new
+    timing would move the matched runs to another epoch count)."""
     path = root / "compute_match.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
     key = f"labels{100 * fraction:g}-epochs{epochs}"
@@ -230,48 +238,37 @@ def run_study(
         )
     if any("pretrain" in ARMS[a] for a in (*st.arms, *st.sweep_arms)):
         _check_same_encoder(prof)
+    if any(f not in st.label_fractions for f in st.compute_matched):
+        raise ConfigError(f"compute_matched {st.compute_matched} must be among label_fractions.")
     data_path = course_data(prof, data, progress=progress)
     root = study_dir(prof, data_path)
+
+    def run(arm: str, fraction: float, epochs: int, seed: int) -> StudyRun:
+        pretrained = "pretrain" in ARMS[arm]
+        name = f"{arm}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}"
+        p_seed = st.pretrain_seeds[seed % len(st.pretrain_seeds)] if pretrained else None
+        result = StudyRun(arm, float(fraction), int(epochs), int(seed), p_seed, root / name)
+        if result.done:
+            return result
+        weights = ARMS[arm].get("weights")
+        if weights is None:
+            weights = str(pretrained_encoder(prof, data_path, arm, p_seed, progress=progress))
+        echo(f"fine-tune {result.label}, {epochs} epochs, seed {seed} -> {name}")
+        job = finetune(data_path, prof, out=result.run_dir, resume=True, encoder_weights=weights,
+                       label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
+        if job.interrupted:  # a stop signal ends the study too, not just this run
+            raise KeyboardInterrupt(f"study stopped during {name}; run it again to continue")
+        return result
+
     plan = [(a, f, st.epochs, s) for f in st.label_fractions for a in st.arms for s in st.seeds]
     plan += [(a, st.sweep_fraction, e, s) for e in st.sweep_epochs for a in st.sweep_arms
              for s in st.sweep_seeds]  # fmt: skip
-    runs = [
-        _run(prof, data_path, root, st, *p, finetune, progress, echo) for p in dict.fromkeys(plan)
-    ]
-    unknown = [f for f in st.compute_matched if f not in st.label_fractions]
-    if unknown:
-        raise ConfigError(f"compute_matched {unknown} must be among label_fractions.")
+    runs = [run(*p) for p in dict.fromkeys(plan)]
     for fraction in st.compute_matched:
         matched = _matched_epochs(root, runs, fraction, st.epochs)
         for seed in st.seeds if st.matched_seeds is None else st.matched_seeds:
-            run = _run(prof, data_path, root, st, "scratch", fraction, matched, seed, finetune,
-                       progress, echo)  # fmt: skip
-            runs.append(dataclasses.replace(run, arm=MATCHED))
+            runs.append(dataclasses.replace(run("scratch", fraction, matched, seed), arm=MATCHED))
     return runs
-
-
-def _run(
-    prof, data_path, root, st, arm, fraction, epochs, seed, finetune, progress, echo
-) -> StudyRun:
-    pretrain_seed = (
-        st.pretrain_seeds[seed % len(st.pretrain_seeds)] if "pretrain" in ARMS[arm] else None
-    )
-    run = StudyRun(arm, float(fraction), int(epochs), int(seed), pretrain_seed,
-                   _run_dir(root, arm, fraction, epochs, seed))  # fmt: skip
-    if not run.done:
-        weights = ARMS[arm].get("weights")
-        if weights is None:
-            weights = str(
-                pretrained_encoder(prof, data_path, arm, pretrain_seed, progress=progress)
-            )
-        echo(f"fine-tune {run.label}, {epochs} epochs, seed {seed} -> {run.run_dir.name}")
-        result = finetune(data_path, prof, out=run.run_dir, resume=True, encoder_weights=weights,
-                          label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
-        if result.interrupted:  # a stop signal ends the study too, not just this run
-            raise KeyboardInterrupt(
-                f"study stopped during {run.run_dir.name}; run it again to continue"
-            )
-    return run
 
 
 def course_runs(

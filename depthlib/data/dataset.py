@@ -1,14 +1,14 @@
-"""From any reader to network-ready tensors, plus the factory that picks the reader for a path.
+"""From any reader to batches of tensors, plus the factory that picks the reader for a path.
 
-``DepthDataset`` turns the readers' numpy samples into ``{"image": float32 (3, H, W) ImageNet-
-normalised, "depth": float32 (1, H, W) metres, "valid": bool (1, H, W), "index": int}``.
-Pipeline per sample: read -> resize to ``size`` -> augment (train) -> tensors -> normalise.
-Augmentation randomness comes from ``(seed, epoch, position)`` only, so a resumed run and a
-DataLoader with any number of workers see the same augmentations.
+``DepthDataset`` gives batches ``{"rgb": uint8 (B, 3, H, W), "depth": float32 (B, 1, H, W)
+metres, "valid": bool (B, 1, H, W), "index": int64 (B,)}`` of some images of a reader, augmented
+on tensors when training. With ``preload=True`` every image is read and resized once, so on a
+CPU the data pipeline stays off the hot path.
 
-On a CPU the data pipeline must stay off the hot path: with ``preload=True`` every sample is
-read and resized once into uint8/float tensors, and training batches are then cut and augmented
-(flip, crop, jitter) on tensors by ``batch`` at negligible cost.
+A batch sampler yields draws, not images: draw ``d`` is image ``d % len(dataset)``, augmented by
+a generator of ``(seed, epoch, d)`` only. A label subset repeated ``passes`` times per epoch is
+held once, each repetition gets its own augmentation, and a resumed run or a DataLoader with
+any number of workers sees the same batches.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from torch.utils.data import Dataset
 from depthlib.data.folders import BTSFolder, DenseDepthFolder, find_test_list
 from depthlib.data.nyu import LABELED_FILENAME, NYULabeled
 from depthlib.data.sample import DATA_SOURCES_HINT
-from depthlib.data.transforms import Augment, normalize, normalize_hwc, resize
+from depthlib.data.transforms import Augment, resize
 from depthlib.errors import ConfigError, DataError
+from depthlib.seeds import generator
 
 __all__ = [
     "MAX_PRELOAD_BYTES",
     "DepthDataset",
+    "check_preload",
     "evenly_spaced",
     "open_depth_dataset",
     "open_splits",
@@ -42,6 +44,17 @@ __all__ = [
 MAX_PRELOAD_BYTES = 4e9
 
 
+def check_preload(n: int, size: Sequence[int], bytes_per_pixel: int, limit: float) -> None:
+    """Refuse to preload ``n`` images of ``size`` when they would take more than ``limit`` bytes."""
+    needed = n * size[0] * size[1] * bytes_per_pixel
+    if needed > limit:
+        raise ConfigError(
+            f"Preloading {n} images of {size[0]}x{size[1]} needs {needed / 1e9:.1f} GB (limit "
+            f"{limit / 1e9:.1f} GB). Use fewer images or a smaller size, stream them "
+            "(preload=False), or raise max_preload_bytes if the machine has the memory."
+        )
+
+
 def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
     """All ``n`` positions, or ``limit`` evenly spaced ones (the same every epoch and run): a
     fixed subset for validation or a quick look that still spans the whole split."""
@@ -51,10 +64,9 @@ def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
 
 
 def open_depth_dataset(path: str | os.PathLike, split: str = "train", **kwargs):
-    """The reader for ``path``: an HDF5 / .mat / .h5 file -> ``NYULabeled(path, split, **kw)``;
-    a .csv -> ``DenseDepthFolder``; a .txt list -> ``BTSFolder(path, **kw)``; a folder holding
-    ``nyu_depth_v2_labeled.mat`` -> that file. Folder exports are one split each, so ``split`` is
-    ignored for them (pass the train or test list instead)."""
+    """The reader for ``path``: an HDF5 / .mat / .h5 file (or a folder holding
+    ``nyu_depth_v2_labeled.mat``) -> ``NYULabeled``, a .csv -> ``DenseDepthFolder``, a .txt list
+    -> ``BTSFolder``. Folder exports are one split each, so they ignore ``split``."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"No dataset at {path}. {DATA_SOURCES_HINT}")
@@ -106,21 +118,21 @@ def stream_size(image_size: Sequence[int], size: Sequence[int], margin: float = 
 
 
 class DepthDataset(Dataset):
-    """A torch Dataset over any reader (``NYULabeled``, ``DenseDepthFolder``, ``BTSFolder``).
+    """Images ``positions`` (default all) of any reader, resized to ``size`` (None: the reader's
+    own), augmented by ``augment`` per draw (None: as they are). ``preload``: read everything
+    once into tensors. depth_resize: "nearest" or "area" (see transforms).
 
-    transform: ``t(sample, rng) -> sample`` on numpy samples, applied after resizing; with
-    ``train=True`` and no transform, ``Augment()`` (flip + colour jitter). size: (H, W) to resize
-    to, or None to keep the reader's size. depth_resize: "nearest" or "area" (see transforms).
-    preload: read everything once into tensors (needs an ``Augment``-like transform with
-    ``apply_batch`` for training); ``max_preload_bytes`` guards against preloading full-size NYU.
+    ``batch(draws)`` is also ``__getitems__``, so DataLoader workers build whole batches and
+    augment them at once; pass ``collate_fn=default_convert`` to keep them as they are.
     """
 
     def __init__(
         self,
         source,
-        transform=None,
+        positions: Sequence[int] | None = None,
+        *,
         size: Sequence[int] | None = None,
-        train: bool = False,
+        augment: Augment | None = None,
         seed: int = 0,
         depth_resize: str = "nearest",
         preload: bool = False,
@@ -129,100 +141,57 @@ class DepthDataset(Dataset):
         if depth_resize not in ("nearest", "area"):
             raise ConfigError(f"depth_resize must be 'nearest' or 'area', got {depth_resize!r}.")
         self.source = source
+        self.positions = [int(p) for p in (range(len(source)) if positions is None else positions)]
         self.size = (int(size[0]), int(size[1])) if size is not None else None
-        self.train = train
-        self.transform = transform if transform is not None else (Augment() if train else None)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.depth_resize = depth_resize
-        self.max_preload_bytes = max_preload_bytes
+        self.augment, self.seed, self.epoch, self.depth_resize = augment, int(seed), 0, depth_resize
         self.tensors: dict[str, torch.Tensor] | None = None
         if preload:
-            if self.transform is not None and not hasattr(self.transform, "apply_batch"):
-                raise ConfigError(
-                    f"{type(self.transform).__name__} works on numpy samples only; preloaded "
-                    "data needs a transform with apply_batch (e.g. depthlib.data.Augment)."
-                )
-            self.tensors = self.to_tensors()
+            check_preload(len(self), self.size or source.image_size, 3 + 4 + 1, max_preload_bytes)
+            self.tensors = self.stack(range(len(self)))
 
     def set_epoch(self, epoch: int) -> None:
-        """New augmentations each epoch, still a pure function of (seed, epoch, position)."""
+        """New augmentations each epoch, still a pure function of (seed, epoch, draw)."""
         self.epoch = int(epoch)
 
-    def rng(self, i: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(i)])
-
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.positions)
 
-    def sample(self, i: int) -> dict:
-        """Sample ``i`` as the reader gives it, resized to ``size`` (numpy, not augmented)."""
-        sample = self.source[i]
-        if self.size is not None:
-            sample = resize(sample, self.size, self.depth_resize)
-        return sample
+    def read(self, i: int) -> dict:
+        """Image ``i`` as the reader gives it (numpy, its own size: the ground truth)."""
+        return self.source[self.positions[i]]
 
-    def __getitem__(self, i: int) -> dict:
-        if self.tensors is not None:
-            item = {key: value[0] for key, value in self.batch([i]).items()}
-            item["index"] = int(item["index"])
-            return item
-        sample = self.sample(i)
-        if self.transform is not None:
-            sample = self.transform(sample, self.rng(i))
-        return {
-            "image": torch.from_numpy(normalize_hwc(sample["rgb"])),
-            "depth": torch.from_numpy(sample["depth"])[None],
-            "valid": torch.from_numpy(sample["valid"])[None],
-            "index": sample["index"],
-        }
-
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Every sample, resized, stacked: rgb uint8 (N, 3, H, W), depth float32 (N, 1, H, W),
-        valid bool (N, 1, H, W), index int64 (N,). Not augmented."""
-        n = len(self.source)
-        h, w = self.size if self.size is not None else self.source.image_size
-        needed = n * h * w * (3 + 4 + 1)
-        if needed > self.max_preload_bytes:
-            raise ConfigError(
-                f"Preloading {n} samples of {h}x{w} needs {needed / 1e9:.1f} GB (limit "
-                f"{self.max_preload_bytes / 1e9:.1f} GB). Pass a smaller size=, raise "
-                "max_preload_bytes, or use preload=False."
-            )
-        rgb = torch.empty((n, 3, h, w), dtype=torch.uint8)
-        depth = torch.empty((n, 1, h, w), dtype=torch.float32)
-        valid = torch.empty((n, 1, h, w), dtype=torch.bool)
-        index = torch.empty(n, dtype=torch.int64)
-        for i in range(n):
-            sample = self.sample(i)
+    def stack(self, images: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Images ``images`` read, resized and stacked as a batch (not augmented). Filled in
+        numpy: per-sample torch ops would each wake the intra-op thread pool."""
+        n, (h, w) = len(images), self.size or self.source.image_size
+        rgb, index = np.empty((n, 3, h, w), np.uint8), np.empty(n, np.int64)
+        depth, valid = np.empty((n, 1, h, w), np.float32), np.empty((n, 1, h, w), bool)
+        for k, i in enumerate(images):
+            sample = self.read(i)
+            sample = resize(sample, (h, w), self.depth_resize) if self.size else sample
             if sample["depth"].shape != (h, w):
                 raise ConfigError(
                     f"Sample {sample['name']!r} is {sample['depth'].shape}, not {(h, w)}: images "
-                    "differ in size, so pass size=(H, W) to preload them."
+                    "differ in size, so pass size=(H, W) to batch them."
                 )
-            rgb[i] = torch.from_numpy(sample["rgb"]).permute(2, 0, 1)
-            depth[i, 0] = torch.from_numpy(sample["depth"])
-            valid[i, 0] = torch.from_numpy(sample["valid"])
-            index[i] = sample["index"]
-        return {"rgb": rgb, "depth": depth, "valid": valid, "index": index}
+            rgb[k], index[k] = sample["rgb"].transpose(2, 0, 1), sample["index"]
+            depth[k, 0], valid[k, 0] = sample["depth"], sample["valid"]
+        arrays = {"rgb": rgb, "depth": depth, "valid": valid, "index": index}
+        return {key: torch.from_numpy(value) for key, value in arrays.items()}
 
-    def batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        """A batch from the preloaded tensors, augmented on tensors when a transform is set:
-        the same result ``DataLoader`` + ``__getitem__`` would give, without per-sample work."""
+    def batch(self, draws: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The batch of ``draws`` (draw d is image d % len), from the preloaded tensors or read
+        now, augmented per draw."""
+        images = [int(d) % len(self) for d in draws]
         if self.tensors is None:
-            raise ConfigError("batch() needs preloaded tensors: create with preload=True.")
-        n = len(self.tensors["index"])
-        positions = [int(p) for p in positions]
-        for p in positions:
-            if not -n <= p < n:
-                raise IndexError(f"sample {p} out of range for {n} samples")
-        positions = [p % n for p in positions]
-        part = {key: value[positions] for key, value in self.tensors.items()}
-        if self.transform is not None:
-            part = self.transform.apply_batch(part, [self.rng(p) for p in positions])
-        return {
-            "image": normalize(part["rgb"]),
-            "depth": part["depth"],
-            "valid": part["valid"],
-            "index": part["index"],
-        }
+            part = self.stack(images)
+        else:
+            part = {key: value[images] for key, value in self.tensors.items()}
+        if self.augment is None:
+            return part
+        return self.augment(part, [generator(self.seed, self.epoch, d) for d in draws])
+
+    __getitems__ = batch
+
+    def __getitem__(self, draw: int) -> dict:
+        return {key: value[0] for key, value in self.batch([draw]).items()}

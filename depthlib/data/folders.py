@@ -1,13 +1,11 @@
 """NYU Depth V2 as folder exports of image pairs: DenseDepth's CSVs and BTS/AdaBins' list files.
 
-These are the sets papers train on: BTS's "sync" export (about 24k pairs, ``rgb_*.jpg`` +
-``sync_depth_*.png`` in uint16 millimetres, 0 = hole) and DenseDepth's ``nyu_data.zip``
-(``data/nyu2_train.csv``: 50,688 pairs whose depth is **8-bit, value / 255 x 10 m**;
-``data/nyu2_test.csv``: the 654 test pairs in uint16 millimetres). The depth scale is chosen by the
-export's known layout (DenseDepth's train CSV) or an explicit ``depth_scale``, never guessed from
-a file's values; a PNG of the wrong bit depth for its scale is refused. Readers check at
-construction that every listed file exists (a missing file found halfway through an epoch wastes
-the epoch) and return the same sample dict as ``NYULabeled``; ``"index"`` is the row in the list.
+The sets papers train on: BTS's "sync" export (~24k pairs, ``sync_depth_*.png`` in uint16
+millimetres, 0 = hole) and DenseDepth's ``nyu_data.zip`` (``nyu2_train.csv``: 50,688 pairs with
+**8-bit depth, value / 255 x 10 m**; ``nyu2_test.csv``: 654 pairs in uint16 millimetres). The
+depth scale comes from the export's layout or an explicit ``depth_scale``, never from a file's
+values. Readers check at construction that every listed file exists (not halfway through an
+epoch) and return ``NYULabeled``'s sample dict; ``"index"`` is the row in the list.
 """
 
 from __future__ import annotations
@@ -41,12 +39,9 @@ DEPTH_SCALES = {"mm": (16, 1e-3), "densedepth-8bit": (8, 10.0 / 255.0)}
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """A colour image as uint8 (H, W, 3); greyscale (8 or 16 bit), palette and alpha images are
-    converted (alpha is dropped, 16-bit grey keeps its high byte).
-
-    A file that is not a readable image raises :class:`DataError` (a ``ValueError``) naming it,
-    not PIL's own exception, so callers that skip bad files and the CLI both get a clear message.
-    """
+    """A colour image as uint8 (H, W, 3); grey (8 or 16 bit), palette and alpha images are
+    converted (alpha dropped, 16-bit grey keeps its high byte). An unreadable file raises
+    :class:`DataError` naming it, so callers that skip bad files and the CLI get a clear message."""
     try:
         with Image.open(path) as img:
             if img.mode.startswith("I;16"):  # PIL's convert would clip 16-bit grey at 255
@@ -63,10 +58,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_depth_png(path: Path, scale: str = "mm") -> np.ndarray:
-    """A greyscale depth PNG as float32 metres (0 stays 0, i.e. a hole), at the export's ``scale``:
-    "mm" (16-bit millimetres: BTS, DenseDepth's test set) or "densedepth-8bit" (8-bit, value /
-    255 x 10 m: DenseDepth's train set). A PNG of another bit depth than its scale's is refused,
-    not reinterpreted: an 8-bit map read as millimetres would end at 0.255 m."""
+    """A greyscale depth PNG as float32 metres (0 = hole) at ``scale`` (see :data:`DEPTH_SCALES`).
+    A PNG of another bit depth is refused, not reinterpreted: an 8-bit map read as millimetres
+    would end at 0.255 m."""
     if scale not in DEPTH_SCALES:
         raise DataError(f"depth_scale must be one of {', '.join(DEPTH_SCALES)}, got {scale!r}.")
     with open(path, "rb") as f:
@@ -95,11 +89,8 @@ class _PairList:
     def __init__(self, list_path: Path, rgb_paths, depth_paths, names, depth_scale: str = "mm"):
         if not rgb_paths:
             raise DataError(f"{list_path} lists no image pairs. {DATA_SOURCES_HINT}")
-        self.list_path = list_path
-        self.rgb_paths = rgb_paths
-        self.depth_paths = depth_paths
-        self.names = list(names)
-        self.depth_scale = depth_scale
+        self.list_path, self.rgb_paths, self.depth_paths = list_path, rgb_paths, depth_paths
+        self.names, self.depth_scale = list(names), depth_scale
         self._image_size: tuple[int, int] | None = None
         read_depth_png(depth_paths[0], depth_scale)  # a wrong scale fails now, not in epoch 1
 
@@ -152,10 +143,9 @@ def _report_missing(list_path: Path, missing: list[str], searched: list[Path]) -
 class DenseDepthFolder(_PairList):
     """DenseDepth's export: a CSV of ``rgb,depth`` lines (``nyu2_train.csv``, ``nyu2_test.csv``).
 
-    Paths are relative to the CSV's folder or to its parent (DenseDepth's CSVs name files as
-    ``data/nyu2_test/00000_colors.png``); each path is looked up in both, absolute paths as given.
-    ``depth_scale``: None = by the export's layout (its train CSV, rows in ``nyu2_train/``, holds
-    8-bit depth; everything else 16-bit millimetres), or one of :data:`DEPTH_SCALES`.
+    Relative paths are looked up in the CSV's folder and its parent (DenseDepth names files as
+    ``data/nyu2_test/00000_colors.png``). ``depth_scale``: None = by the layout (the train CSV,
+    rows in ``nyu2_train/``, holds 8-bit depth; else millimetres), or one of :data:`DEPTH_SCALES`.
     """
 
     def __init__(self, csv_path: str | os.PathLike, depth_scale: str | None = None):
@@ -176,20 +166,17 @@ class DenseDepthFolder(_PairList):
             names.append(str(Path(fields[0]).with_suffix("")))
         _report_missing(csv_path, missing, bases)
         if depth_scale is None:
-            train_layout = csv_path.name == "nyu2_train.csv" or "nyu2_train/" in str(
-                depth_paths[:1]
-            )
-            depth_scale = "densedepth-8bit" if train_layout else "mm"
+            train = csv_path.name == "nyu2_train.csv" or "nyu2_train/" in str(depth_paths[:1])
+            depth_scale = "densedepth-8bit" if train else "mm"
         super().__init__(csv_path, rgb_paths, depth_paths, names, depth_scale)
 
 
 class BTSFolder(_PairList):
-    """BTS/AdaBins' export: a list file of ``rgb.jpg depth.png focal`` lines.
+    """BTS/AdaBins' export: a list file of ``rgb.jpg depth.png focal`` lines (depth in mm).
 
-    Paths are relative to ``data_root``; by default they are looked up beside the list file and
-    in BTS's own folders there (``sync/`` for the train list, ``official_splits/test/`` for the
-    test list). A leading ``/`` is ignored, as BTS's own loader does. ``focals`` holds each row's
-    focal length (NYU's fx when a row has none). Depth is uint16 millimetres.
+    Paths are relative to ``data_root``, by default the list's folder and BTS's ``sync/`` and
+    ``official_splits/test/`` in it; a leading ``/`` is ignored, as BTS's loader does. ``focals``
+    holds each row's focal length (NYU's fx when a row has none).
     """
 
     def __init__(self, list_path: str | os.PathLike, data_root: str | os.PathLike | None = None):

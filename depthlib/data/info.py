@@ -16,24 +16,21 @@ from depthlib.data.nyu import NYULabeled, find_splits_file, read_extras, read_sp
 from depthlib.data.rooms import GENERATOR
 from depthlib.errors import ConfigError, DataError
 
-__all__ = ["format_summary", "summarize"]
+__all__ = ["format_dataset_summary", "dataset_summary"]
 
 
-def _depth_stats(reader, picked) -> tuple[np.ndarray, int, int]:
-    """Valid depths, hole pixels and all pixels over ``picked`` samples of a reader."""
+def _depth_fields(reader, picked, raw=None) -> dict:
+    """Range of the valid depths over ``picked`` samples, and the share of hole pixels (counted
+    in ``raw``, a labelled file's raw-depth reader, when given)."""
     values, holes, pixels = [], 0, 0
     for i in picked:
         s = reader[int(i)]
         values.append(s["depth"][s["valid"]])
-        holes += int((~s["valid"]).sum())
-        pixels += s["valid"].size
-    return (np.concatenate(values) if values else np.zeros(0, np.float32)), holes, pixels
-
-
-def _depth_fields(depth: np.ndarray, holes: int, pixels: int, measured: int) -> dict:
-    nan = float("nan")
+        valid = s["valid"] if raw is None else raw[int(i)]["valid"]
+        holes, pixels = holes + int((~valid).sum()), pixels + valid.size
+    depth, nan = np.concatenate(values or [np.zeros(0, np.float32)]), float("nan")
     return {
-        "images_measured": measured,
+        "images_measured": len(picked),
         "depth_min": float(depth.min()) if depth.size else nan,
         "depth_median": float(np.median(depth)) if depth.size else nan,
         "depth_max": float(depth.max()) if depth.size else nan,
@@ -41,7 +38,7 @@ def _depth_fields(depth: np.ndarray, holes: int, pixels: int, measured: int) -> 
     }
 
 
-def summarize_export(path: str | os.PathLike, max_images: int = 200) -> dict:
+def export_summary(path: str | os.PathLike, max_images: int = 200) -> dict:
     """Pairs, image size, depth scale, depth range and holes of a folder export's list file
     (DenseDepth CSV, BTS list), and the test list found beside a train list."""
     from depthlib.data.dataset import open_depth_dataset
@@ -59,28 +56,26 @@ def summarize_export(path: str | os.PathLike, max_images: int = 200) -> dict:
         "width": w,
         "depth_scale": reader.depth_scale,
         "test_list": str(test) if test else None,
-        **_depth_fields(*_depth_stats(reader, picked), len(picked)),
+        **_depth_fields(reader, picked),
     }
 
 
-def summarize(path: str | os.PathLike, max_images: int = 200) -> dict:
-    """Counts, split sizes, image size, depth range and knob ranges of a labeled-layout file (or,
-    for a folder export's list file, :func:`summarize_export`).
+def dataset_summary(path: str | os.PathLike, max_images: int = 200) -> dict:
+    """Counts, split sizes, image size, depth range and knob ranges (none for real NYU) of a
+    labeled-layout file, or :func:`export_summary` of a folder export's list file.
 
-    Works for real NYU files too (they have no knobs). Depth statistics use at most
-    ``max_images`` evenly spaced images (every pixel of each), so a 2.8 GB file stays quick.
-    A split file that does not fit the images is reported as a warning: the rest still prints.
+    Depth statistics use at most ``max_images`` evenly spaced images, so a 2.8 GB file stays
+    quick. A split file that does not fit the images is a warning: the rest still prints.
     """
     if max_images < 1:
         raise ConfigError(f"max_images must be at least 1, got {max_images}.")
     if Path(path).suffix.lower() in (".csv", ".txt"):
-        return summarize_export(path, max_images)
+        return export_summary(path, max_images)
     filled = NYULabeled(path, split="all")
     raw = NYULabeled(path, split="all", depth="raw")
     n = len(filled)
-    picked = evenly_spaced(n, max_images) if n else []
-    depth = _depth_stats(filled, picked)[0]
-    _, holes, pixels = _depth_stats(raw, picked)
+    picked = evenly_spaced(n, max_images)
+    depth = _depth_fields(filled, picked, raw)
     filled.close()
     raw.close()
     splits = find_splits_file(path)
@@ -106,13 +101,13 @@ def summarize(path: str | os.PathLike, max_images: int = 200) -> dict:
         "n_train": train,
         "n_test": test,
         "split_warning": warning,
-        **_depth_fields(depth, holes, pixels, len(picked)),
+        **depth,
         "knobs": knobs,
         "attrs": attrs,
     }
 
 
-def format_summary(summary: dict) -> str:
+def format_dataset_summary(summary: dict) -> str:
     """A few readable lines for ``depthlib info`` and the end of ``depthlib synth``."""
     s = summary
     depth = (
@@ -121,11 +116,9 @@ def format_summary(summary: dict) -> str:
         f"{'raw-depth ' if 'n_images' in s else ''}holes {100 * s['raw_hole_fraction']:.1f}% of pixels"
     )
     if "n_pairs" in s:  # a folder export
-        test = (
-            f"test list beside it: {Path(s['test_list']).name}"
-            if s["test_list"]
-            else "no test list beside it"
-        )
+        test = "no test list beside it"
+        if s["test_list"]:
+            test = f"test list beside it: {Path(s['test_list']).name}"
         head = (
             f"{s['path']}: {s['kind']} list of {s['n_pairs']} pairs of {s['height']}x{s['width']} "
             f"(HxW), depth scale {s['depth_scale']}; {test}"

@@ -55,14 +55,12 @@ def write_labeled(
     attrs: dict | None = None,
     compression: str | None = "gzip",
 ) -> Path:
-    """Write an HDF5 file in the exact ``labeled.mat`` layout and return its path.
+    """Write an HDF5 file in the exact ``labeled.mat`` layout, atomically, and return its path.
 
-    images (N, H, W, 3) uint8 and depths (N, H, W) float32 metres are stored transposed the MATLAB
-    way: ``images`` (N, 3, W, H), ``depths`` and ``rawDepths`` (N, W, H); ``raw_depths=None`` stores
-    a copy of ``depths``. ``extras`` are per-image arrays (first axis N, e.g. the rooms knobs) kept
-    in the group ``depthlib_extras``; ``attrs`` go onto that group (dicts and lists as JSON).
-    Each image is one HDF5 chunk, so reading one sample reads (and decompresses) only that sample.
-    The file is written atomically (:mod:`depthlib.atomic`): a crash never leaves half a file.
+    images (N, H, W, 3) uint8 and depths (N, H, W) float32 metres are stored MATLAB-transposed;
+    ``raw_depths=None`` stores a copy of ``depths``. ``extras`` are per-image arrays (e.g. the
+    rooms knobs) in the group ``depthlib_extras``, ``attrs`` go onto it (dicts and lists as JSON).
+    One HDF5 chunk per image, so reading a sample decompresses only that sample.
     """
     images = np.asarray(images)
     depths = np.asarray(depths, dtype=np.float32)
@@ -77,13 +75,15 @@ def write_labeled(
             raise DataError(
                 f"write_labeled: {label} must be (N, H, W) = {(n, h, w)} like images, got {arr.shape}."
             )
-    extras = dict(extras or {})
+    extras, attrs = {key: np.asarray(value) for key, value in (extras or {}).items()}, attrs or {}
     for key, value in extras.items():
-        if np.asarray(value).ndim == 0 or len(value) != n:
+        if value.ndim == 0 or len(value) != n:
             raise DataError(
                 f"write_labeled: extra {key!r} must have one entry per image (length {n}), "
-                f"got shape {np.shape(value)}."
+                f"got shape {value.shape}."
             )
+        if value.dtype.kind == "U":  # h5py stores UTF-8 strings, not numpy unicode
+            extras[key] = value.astype(h5py.string_dtype())
 
     path = Path(path)
     opts = {"compression": compression, "shuffle": True} if compression else {}
@@ -99,8 +99,14 @@ def write_labeled(
             if extras or attrs:
                 group = f.create_group(EXTRAS_GROUP)
                 for key, value in extras.items():
-                    group.create_dataset(key, data=_h5_array(value))
-                _write_attrs(group, attrs or {})
+                    group.create_dataset(key, data=value)
+                as_json = [
+                    k for k, v in attrs.items() if v is None or isinstance(v, dict | list | tuple)
+                ]
+                for key, value in attrs.items():
+                    group.attrs[key] = json.dumps(value) if key in as_json else value
+                if as_json:
+                    group.attrs[_JSON_ATTRS] = json.dumps(as_json)
         _write_matlab_header(tmp)
     return path
 
@@ -119,41 +125,24 @@ def write_splits(
                 f"got range [{values.min()}, {values.max()}]."
             )
         columns[key] = (values.astype(np.int64) + 1).astype(np.uint16).reshape(-1, 1)
-    path = Path(path)
-    atomic_write(path, lambda f: scipy.io.savemat(f, columns, format="5"))
-    return path
+    atomic_write(Path(path), lambda f: scipy.io.savemat(f, columns, format="5"))
+    return Path(path)
 
 
 def read_extras(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """The per-image extras and the attributes ``write_labeled`` stored (both empty if none)."""
     path = _check_hdf5(Path(path))
     try:
-        return _read_extras(path)
+        with h5py.File(path, "r") as f:
+            group = f.get(EXTRAS_GROUP)
+            if group is None:
+                return {}, {}
+            extras = {key: _from_h5(group[key][()]) for key in group}
+            json_keys = set(json.loads(group.attrs.get(_JSON_ATTRS, "[]")))
+            attrs = {k: _from_h5(v) for k, v in group.attrs.items() if k != _JSON_ATTRS}
     except (OSError, RuntimeError, KeyError) as err:  # h5py: truncated or damaged file
         raise _damaged(path, err) from err
-
-
-def _read_extras(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    with h5py.File(path, "r") as f:
-        group = f.get(EXTRAS_GROUP)
-        if group is None:
-            return {}, {}
-        extras = {key: _from_h5(group[key][()]) for key in group}
-        json_keys = set(json.loads(group.attrs.get(_JSON_ATTRS, "[]")))
-        attrs = {}
-        for key, value in group.attrs.items():
-            if key == _JSON_ATTRS:
-                continue
-            value = _from_h5(value)
-            attrs[key] = json.loads(value) if key in json_keys else value
-    return extras, attrs
-
-
-def _h5_array(value) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind == "U":  # h5py stores variable-length UTF-8 strings, not numpy unicode
-        return arr.astype(h5py.string_dtype())
-    return arr
+    return extras, {k: json.loads(v) if k in json_keys else v for k, v in attrs.items()}
 
 
 def _from_h5(value):
@@ -166,18 +155,6 @@ def _from_h5(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _write_attrs(group: h5py.Group, attrs: dict) -> None:
-    json_keys = []
-    for key, value in attrs.items():
-        if value is None or isinstance(value, dict | list | tuple):
-            group.attrs[key] = json.dumps(value)
-            json_keys.append(key)
-        else:
-            group.attrs[key] = value
-    if json_keys:
-        group.attrs[_JSON_ATTRS] = json.dumps(json_keys)
 
 
 def _write_matlab_header(path: Path) -> None:
@@ -224,10 +201,15 @@ def _check_hdf5(path: Path) -> Path:
     return path
 
 
+def splits_path_for(path: str | os.PathLike) -> Path:
+    """Where the split file of a labeled file is written: ``<stem>_splits.mat`` beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_splits.mat")
+
+
 def find_splits_file(path: str | os.PathLike) -> Path | None:
     """The split file beside a labeled file: ``<stem>_splits.mat``, else ``splits.mat``."""
-    path = Path(path)
-    for candidate in (path.with_name(f"{path.stem}_splits.mat"), path.with_name("splits.mat")):
+    for candidate in (splits_path_for(path), Path(path).with_name("splits.mat")):
         if candidate.is_file():
             return candidate
     return None
@@ -289,11 +271,9 @@ def read_splits(
 class NYULabeled:
     """Lazy reader of a labeled.mat-layout HDF5 file, one sample dict per index.
 
-    split: "train" / "test" (from ``splits_path``, else ``<stem>_splits.mat`` or ``splits.mat``
-    beside the file) or "all" (every image, no split file needed). depth: "filled" (``depths``,
-    hole-filled) or "raw" (``rawDepths``, holes are 0 and come out invalid).
-    ``indices`` are the 0-based file indices of this split; sample ``i`` is file image
-    ``indices[i]`` and carries that file index as ``"index"``.
+    split: "train" / "test" (from ``splits_path``, else the split file beside it) or "all".
+    depth: "filled" (``depths``) or "raw" (``rawDepths``, holes come out invalid). Sample ``i``
+    is file image ``indices[i]`` (0-based) and carries that file index as ``"index"``.
     """
 
     def __init__(
@@ -329,34 +309,24 @@ class NYULabeled:
         self._pid: int | None = None
 
     def _inspect(self) -> tuple[int, tuple[int, int]]:
+        """(number of images, (H, W)), after checking the file has NYU's layout."""
         try:
-            return self._read_layout()
+            with h5py.File(self.path, "r") as f:
+                missing = [k for k in ("images", self._depth_key) if k not in f]
+                if missing:
+                    raise DataError(
+                        f"{self.path} has no {' or '.join(missing)} dataset (found: {sorted(f)}), "
+                        f"so it is not in NYU's labeled.mat layout. {DATA_SOURCES_HINT}"
+                    )
+                images, depths = f["images"].shape, f[self._depth_key].shape
         except (OSError, RuntimeError, KeyError) as err:  # h5py: truncated or damaged file
             raise _damaged(self.path, err) from err
-
-    def _read_layout(self) -> tuple[int, tuple[int, int]]:
-        with h5py.File(self.path, "r") as f:
-            missing = [k for k in ("images", self._depth_key) if k not in f]
-            if missing:
-                raise DataError(
-                    f"{self.path} has no {' or '.join(missing)} dataset (found: {sorted(f)}), so it "
-                    f"is not in NYU's labeled.mat layout. {DATA_SOURCES_HINT}"
-                )
-            images, depths = f["images"], f[self._depth_key]
-            if (
-                images.ndim != 4
-                or images.shape[1] != 3
-                or depths.shape
-                != (
-                    images.shape[0],
-                    *images.shape[2:],
-                )
-            ):
-                raise DataError(
-                    f"{self.path}: images {images.shape} and {self._depth_key} {depths.shape} are "
-                    "not NYU's (N, 3, W, H) and (N, W, H) layout."
-                )
-            n, _, w, h = images.shape
+        if len(images) != 4 or images[1] != 3 or depths != images[:1] + images[2:]:
+            raise DataError(
+                f"{self.path}: images {images} and {self._depth_key} {depths} are not NYU's "
+                "(N, 3, W, H) and (N, W, H) layout."
+            )
+        n, _, w, h = images
         return int(n), (int(h), int(w))
 
     def _file(self) -> h5py.File:
@@ -387,10 +357,7 @@ class NYULabeled:
         self._h5 = None
 
     def __getstate__(self) -> dict:  # a worker process opens its own handle
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_pid"] = None
-        return state
+        return self.__dict__ | {"_h5": None, "_pid": None}
 
     def __repr__(self) -> str:
         return (

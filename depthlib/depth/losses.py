@@ -4,14 +4,9 @@ SILog (Eigen et al. 2014, as BTS and AdaBins train with it)::
 
     e = ln p - ln g over valid pixels,  loss = 10 * sqrt(mean(e^2) - lambda * mean(e)^2),  lambda 0.85
 
-``mean(e^2) - mean(e)^2`` is the variance of the log error, which a global scale of the
-prediction (a constant added to ``e``) does not change; ``lambda < 1`` keeps the fraction
-``(1 - lambda) * mean(e)^2`` of the scale error, so the network still learns absolute depth:
-``loss^2 / 100 = var(e) + (1 - lambda) * mean(e)^2``. With lambda 0.85 a scale error costs 15 %
-of what it would in a plain log-RMSE, hence "changes only slightly" under a global scale.
-
-Pixels are pooled over the whole batch (one mean over every valid pixel of every image), exactly
-as BTS and AdaBins compute it (``depth_est[mask]`` over the batch), not one SILog per image.
+so ``loss^2 / 100 = var(e) + (1 - lambda) * mean(e)^2``: a global scale error (a constant added
+to ``e``) costs only 15 % of what it would in a plain log-RMSE, yet the network still learns
+absolute depth. Pixels are pooled over the whole batch, as BTS and AdaBins do (not per image).
 """
 
 from __future__ import annotations
@@ -47,9 +42,8 @@ def silog_loss(
 ) -> torch.Tensor:
     """``scale * sqrt(mean(e^2) - lam * mean(e)^2)``, e = ln p - ln g, valid pixels of the batch.
 
-    Numerically safe: depths are clamped to ``eps`` before the log and the radicand to ``eps**2``
-    before the square root (rounding can make it slightly negative when pred == gt). With no
-    valid pixel the loss is a graph-connected 0, so a batch of holes neither crashes nor steps.
+    Depths are clamped to ``eps`` before the log, the radicand to ``eps**2`` (rounding can make it
+    negative when pred == gt). No valid pixel gives a graph-connected 0: no crash, no step.
     """
     ok = _prepare(pred, gt, valid)
     if not ok.any():
@@ -98,11 +92,8 @@ def gradient_matching_loss(
 class DepthLoss:
     """The training loss: ``SILog + l1_weight * L1 + grad_weight * gradient matching``.
 
-    Defaults to SILog alone (BTS/AdaBins). ``l1_weight`` adds the mean absolute error in metres
-    over valid pixels: a direct pull on absolute depth, which SILog only sees through its
-    ``(1 - lambda)`` share. ``grad_weight`` adds :func:`gradient_matching_loss` for crisper depth
-    edges. Both are off by default because the course's measured recipe (SILog alone) reached its
-    targets; turn them on to study their effect.
+    SILog alone by default (BTS/AdaBins; the course's measured recipe). L1 (metres, valid pixels)
+    pulls directly on absolute depth; gradient matching sharpens depth edges.
     """
 
     def __init__(

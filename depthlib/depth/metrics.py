@@ -1,26 +1,29 @@
 """NYU Depth V2 evaluation exactly as BTS, AdaBins, GLPDepth and ZoeDepth compute it, plus baselines.
 
-Protocol, as those repositories' evaluation scripts implement it: valid = min_depth < gt < max_depth (1e-3 and 10 m); on NYU the
-Eigen crop rows 45:471, cols 41:601 of 480x640 (scaled for other sizes; off unless asked, since
-it is meaningless for other data); the prediction is resized to the GT size (bilinear,
-align_corners=True as AdaBins/ZoeDepth), NaN → min_depth, inf → max_depth, clipped to
-[min_depth, max_depth]; no median scaling. Metrics are computed per image, then averaged over
-images, so a small image weighs as much as a large one. All arithmetic is float64.
+Protocol: valid = min_depth < gt < max_depth (1e-3 and 10 m); optionally the Eigen crop (rows
+45:471, cols 41:601 of 480x640, scaled for other sizes); the prediction is resized to the GT size
+(bilinear, align_corners=True as AdaBins/ZoeDepth), NaN → min_depth, inf → max_depth, clipped;
+no median scaling. Metrics are per image, then averaged over images. All arithmetic is float64.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from depthlib.depth.boundaries import BOUNDARY_NAMES, boundary_errors, depth_edges
 from depthlib.errors import ConfigError, DataError
+from depthlib.progress import progress_bar
 
 __all__ = [
+    "EvalSet",
     "HIGHER_IS_BETTER",
     "METRIC_NAMES",
     "MeanDepthBaseline",
@@ -30,6 +33,8 @@ __all__ = [
     "depth_errors",
     "eigen_crop_mask",
     "format_table",
+    "depth_in_batches",
+    "score_model",
 ]
 
 METRIC_NAMES = (
@@ -76,15 +81,8 @@ def _resize(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=True)[0, 0].numpy()
 
 
-def _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop):
-    """(p, g, ok): the prediction resized and clipped to the GT's size, the GT, and the pixels the
-    metrics average over, after the protocol's steps (float64 maps, bool mask)."""
-    if not 0 < min_depth < max_depth:
-        raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
-    g = _as_map(gt, "gt")
-    # NaN/inf replaced before resizing so they cannot bleed into neighbours; then clip.
-    p = np.nan_to_num(_as_map(pred, "pred"), nan=min_depth, posinf=max_depth, neginf=min_depth)
-    p = np.clip(_resize(np.clip(p, min_depth, max_depth), g.shape), min_depth, max_depth)
+def _valid_pixels(g: np.ndarray, valid, min_depth: float, max_depth: float) -> np.ndarray:
+    """The protocol's rule: finite depth strictly inside (min_depth, max_depth), and ``valid``."""
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(g) & (g > min_depth) & (g < max_depth)
     if valid is not None:
@@ -92,15 +90,22 @@ def _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop):
         if v.shape != g.shape:
             raise DataError(f"valid mask {v.shape} must have the GT's shape {g.shape}.")
         ok &= v.astype(bool)
+    return ok
+
+
+def _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop):
+    """(p, g, ok): the prediction resized and clipped to the GT's size, the GT, and the pixels the
+    metrics average over (float64 maps, bool mask)."""
+    if not 0 < min_depth < max_depth:
+        raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
+    g = _as_map(gt, "gt")
+    # NaN/inf replaced before resizing so they cannot bleed into neighbours; then clip.
+    p = np.nan_to_num(_as_map(pred, "pred"), nan=min_depth, posinf=max_depth, neginf=min_depth)
+    p = np.clip(_resize(np.clip(p, min_depth, max_depth), g.shape), min_depth, max_depth)
+    ok = _valid_pixels(g, valid, min_depth, max_depth)
     if eigen_crop:
         ok &= eigen_crop_mask(*g.shape)
     return p, g, ok
-
-
-def _evaluated_pixels(pred, gt, valid, min_depth, max_depth, eigen_crop):
-    """The (p, g) float64 vectors the metrics average over."""
-    p, g, ok = _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop)
-    return p[ok], g[ok]
 
 
 def depth_errors(p: np.ndarray, g: np.ndarray) -> dict[str, float]:
@@ -121,24 +126,16 @@ def depth_errors(p: np.ndarray, g: np.ndarray) -> dict[str, float]:
     }
 
 
-def compute_metrics(
-    pred,
-    gt,
-    valid=None,
-    *,
-    min_depth: float = 1e-3,
-    max_depth: float = 10.0,
-    eigen_crop: bool = False,
-) -> dict[str, float]:
+def compute_metrics(pred, gt, valid=None, *, min_depth=1e-3, max_depth=10.0, eigen_crop=False):
     """Metrics of one image (numpy or torch maps, (H, W) or with leading singleton axes)."""
-    p, g = _evaluated_pixels(pred, gt, valid, min_depth, max_depth, eigen_crop)
-    if g.size == 0:
+    p, g, ok = _evaluated_maps(pred, gt, valid, min_depth, max_depth, eigen_crop)
+    if not ok.any():
         raise DataError(
             f"The ground truth has no valid pixel in ({min_depth}, {max_depth}) m"
             f"{' inside the Eigen crop' if eigen_crop else ''}. Is the depth in metres "
             "(not millimetres) and the valid mask right?"
         )
-    return depth_errors(p, g)
+    return depth_errors(p[ok], g[ok])
 
 
 def _unbatch(batch) -> list:
@@ -146,8 +143,8 @@ def _unbatch(batch) -> list:
     if isinstance(batch, (np.ndarray, torch.Tensor)):
         if batch.ndim == 2:
             return [batch]
-        if batch.ndim == 4:
-            batch = batch[:, 0] if batch.shape[1] == 1 else batch
+        if batch.ndim == 4 and batch.shape[1] == 1:
+            batch = batch[:, 0]
         if batch.ndim != 3:
             raise DataError(
                 f"Expected depth maps (B, 1, H, W) or (B, H, W), got {tuple(batch.shape)}."
@@ -158,20 +155,12 @@ def _unbatch(batch) -> list:
 class MetricAccumulator:
     """Averages per-image metrics over a whole split; images with no valid pixel are counted apart.
 
-    ``compute()`` returns the mean of each metric over ``n_images`` evaluated images, plus
-    ``n_images`` and ``n_skipped``. ``per_image`` keeps every image's metrics (None if skipped).
-    With ``boundaries`` each image also gets the depth boundary errors of
-    :mod:`depthlib.depth.boundaries` against the GT's own depth edges (averaged over the images
-    that have edges).
+    ``compute()`` returns each metric's mean plus ``n_images`` and ``n_skipped``; ``per_image``
+    keeps every image's metrics (None if skipped). ``boundaries`` adds the depth boundary errors
+    against the GT's own depth edges (averaged over the images that have edges).
     """
 
-    def __init__(
-        self,
-        min_depth: float = 1e-3,
-        max_depth: float = 10.0,
-        eigen_crop: bool = False,
-        boundaries: bool = False,
-    ):
+    def __init__(self, min_depth=1e-3, max_depth=10.0, eigen_crop=False, boundaries=False):
         if not 0 < min_depth < max_depth:
             raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
         self.min_depth, self.max_depth, self.eigen_crop = min_depth, max_depth, eigen_crop
@@ -198,31 +187,61 @@ class MetricAccumulator:
                 row |= boundary_errors(p, depth_edges(g, ok))
             self.per_image.append(row)
 
-    @property
-    def n_images(self) -> int:
-        return sum(m is not None for m in self.per_image)
-
-    @property
-    def n_skipped(self) -> int:
-        return sum(m is None for m in self.per_image)
-
     def compute(self) -> dict[str, float]:
         done = [m for m in self.per_image if m is not None]
+        skipped = len(self.per_image) - len(done)
         if not done:
             raise DataError(
-                f"No image had a valid pixel ({self.n_skipped} skipped, range "
+                f"No image had a valid pixel ({skipped} skipped, range "
                 f"({self.min_depth}, {self.max_depth}) m). Check depth units and valid masks."
             )
         result: dict[str, float] = {k: float(np.mean([m[k] for m in done])) for k in METRIC_NAMES}
         for key in BOUNDARY_NAMES if self.boundaries else ():
             values = [m[key] for m in done if math.isfinite(m[key])]
             result[key] = float(np.mean(values)) if values else math.nan
-        result["n_images"] = len(done)
-        result["n_skipped"] = self.n_skipped
-        return result
+        return result | {"n_images": len(done), "n_skipped": skipped}
 
-    def reset(self) -> None:
-        self.per_image.clear()
+
+@dataclass
+class EvalSet:
+    """Images at the network's input size (uint8 (N, 3, h, w)) and ground truth at its own size."""
+
+    images: torch.Tensor
+    depths: list[np.ndarray]  # float32 (H, W) metres, 0 = invalid
+    valids: list[np.ndarray]  # bool (H, W)
+    indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.depths)
+
+
+def depth_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int = 16):
+    """Yield ``(start, depth (B, 1, h, w) float32 CPU)`` for uint8 images (``model.predict`` pads
+    to the stride and normalises, so any input size works)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    for start in range(0, len(images), batch_size):
+        yield start, model.predict(images[start : start + batch_size]).float().cpu()
+
+
+def score_model(
+    model: nn.Module, eval_set: EvalSet, *, batch_size: int = 16, eigen_crop: bool = False,
+    progress: bool = False, boundaries: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """Protocol metrics of ``model`` on ``eval_set`` (with the depth boundary errors when asked)
+    plus ``seconds`` and ``images_per_s`` of inference alone (prediction, not scoring)."""
+    acc = MetricAccumulator(eigen_crop=eigen_crop, boundaries=boundaries)
+    bar = progress_bar(total=len(eval_set), desc="evaluating", unit="img", disable=not progress)
+    seconds, t0 = 0.0, time.perf_counter()
+    for start, depth in depth_in_batches(model, eval_set.images, batch_size):
+        seconds += time.perf_counter() - t0
+        stop = start + len(depth)
+        acc.update(depth, eval_set.depths[start:stop], eval_set.valids[start:stop])
+        bar.update(len(depth))
+        t0 = time.perf_counter()
+    bar.close()
+    rate = len(eval_set) / seconds if seconds > 0 else math.nan
+    return acc.compute() | {"seconds": seconds, "images_per_s": rate}
 
 
 def _training_maps(depths, valids, min_depth, max_depth):
@@ -230,21 +249,16 @@ def _training_maps(depths, valids, min_depth, max_depth):
     pairs = ((d, None) for d in depths) if valids is None else zip(depths, valids, strict=True)
     for depth, valid in pairs:
         d = _as_map(depth, "depth map")
-        with np.errstate(invalid="ignore"):
-            ok = np.isfinite(d) & (d > min_depth) & (d < max_depth)
-        if valid is not None:
-            ok &= _as_map(valid, "valid mask").astype(bool)
+        ok = _valid_pixels(d, valid, min_depth, max_depth)
         yield np.where(ok, d, 0.0), ok
 
 
 class MeanDepthBaseline:
     """The training set's per-pixel mean depth map: what a network knows without looking.
 
-    ``name`` is the row every results table shows it under.
-
-    Each map (and its valid mask) is resized bilinearly to ``size`` (default: the first map's
-    size), and the mean at each pixel is sum(depth * valid) / sum(valid), i.e. over the images
-    where that pixel was valid. Pixels never valid get the global mean of all valid pixels.
+    Each map and its valid mask are resized bilinearly to ``size`` (default: the first map's);
+    each pixel's mean is sum(depth * valid) / sum(valid); pixels never valid get the global mean.
+    ``name`` is its row in results tables.
     """
 
     name = "train mean depth map"
@@ -264,10 +278,13 @@ class MeanDepthBaseline:
         all_sum, all_count = 0.0, 0
         for d, ok in _training_maps(depths, valids, self.min_depth, self.max_depth):
             all_sum, all_count = all_sum + float(d.sum()), all_count + int(ok.sum())
-            size = self.size = self.size or d.shape
-            d_r, ok_r = _resize_pair(d, ok.astype(np.float64), size)
-            total = d_r if total is None else total + d_r
-            count = ok_r if count is None else count + ok_r
+            self.size = tuple(self.size or d.shape)
+            pair = np.stack([d, ok.astype(np.float64)])  # resized together: depth x valid, valid
+            if pair.shape[1:] != self.size:
+                t = torch.from_numpy(pair)[None]
+                pair = F.interpolate(t, self.size, mode="bilinear", align_corners=False)[0].numpy()
+            total = pair[0] if total is None else total + pair[0]
+            count = pair[1] if count is None else count + pair[1]
         if not all_count:
             raise DataError(
                 "No valid training depth to average (empty set, or depths outside "
@@ -285,21 +302,9 @@ class MeanDepthBaseline:
         return _resize(self.mean_map, tuple(size)).astype(np.float32)
 
 
-def _resize_pair(depth_times_valid, valid, size):
-    if depth_times_valid.shape == tuple(size):
-        return depth_times_valid, valid
-    t = torch.from_numpy(np.stack([depth_times_valid, valid]))[None]
-    out = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0].numpy()
-    return out[0], out[1]
-
-
 class MedianDepthBaseline:
-    """One number for every pixel: the median of all valid training depths.
-
-    Streams a histogram with ``bin_width`` bins (1 mm by default) instead of holding every pixel
-    (NYU's 795 maps are 244 M pixels) and interpolates inside the median bin, so the result is
-    within ``bin_width`` of the exact median.
-    """
+    """One number for every pixel: the median of all valid training depths, within ``bin_width``
+    (from a streamed histogram: NYU's 795 maps are 244 M pixels)."""
 
     name = "train median depth"
 
@@ -331,19 +336,8 @@ class MedianDepthBaseline:
         return np.full(tuple(size), self.median, dtype=np.float32)
 
 
-_COLUMNS = (
-    ("delta1", "δ1 ↑"),
-    ("delta2", "δ2 ↑"),
-    ("delta3", "δ3 ↑"),
-    ("abs_rel", "AbsRel ↓"),
-    ("sq_rel", "SqRel ↓"),
-    ("rmse", "RMSE ↓"),
-    ("rmse_log", "RMSElog ↓"),
-    ("log10", "log10 ↓"),
-    ("silog", "SILog ↓"),
-    ("dbe_acc", "DBE acc ↓"),
-    ("dbe_comp", "DBE comp ↓"),
-)
+_TITLES = "δ1 ↑|δ2 ↑|δ3 ↑|AbsRel ↓|SqRel ↓|RMSE ↓|RMSElog ↓|log10 ↓|SILog ↓|DBE acc ↓|DBE comp ↓"
+_COLUMNS = tuple(zip((*METRIC_NAMES, *BOUNDARY_NAMES), _TITLES.split("|"), strict=True))
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], digits: int = 3) -> str:
@@ -362,11 +356,8 @@ def format_table(rows: Mapping[str, Mapping[str, float]], digits: int = 3) -> st
             cells.append("–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}")
         if with_counts:
             n, skipped = m.get("n_images"), m.get("n_skipped", 0)
-            cells.append(
-                "–"
-                if n is None
-                else f"{int(n)}" + (f" ({int(skipped)} skipped)" if skipped else "")
-            )
+            skipped = f" ({int(skipped)} skipped)" if skipped else ""
+            cells.append("–" if n is None else f"{int(n)}{skipped}")
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         "↑ higher is better (δk: share of pixels with max(p/g, g/p) < 1.25^k); ↓ lower is better "

@@ -48,12 +48,10 @@ _HINT_OFFLINE = (
 class DepthUNetPlusPlus(nn.Module):
     """UNet++ that maps ImageNet-normalised RGB (B, 3, H, W) to metric depth (B, 1, H, W).
 
-    The head is ``depth = min + (max - min) * sigmoid(logits)``: bounded, so depth never reaches 0
-    or a negative value and the log in SILog stays finite; smooth, so every pixel gets a gradient
-    (a clamp would give none outside the range); and its range matches the evaluation clip
-    (max_depth 10 m as in the NYU protocol), so the network never spends capacity on depths the
-    metric would clip anyway. The lower end is nudged just above ``min_depth`` so the output
-    lies in (min_depth, max_depth] even where the sigmoid underflows to 0.
+    The head is ``depth = min + (max - min) * sigmoid(logits)``: positive, so SILog's log stays
+    finite; smooth, so every pixel gets a gradient (a clamp would give none outside the range);
+    and matching the evaluation clip (10 m), so no capacity goes to depths the metric clips. The
+    output lies in (min_depth, max_depth] even where the sigmoid underflows to 0.
     """
 
     def __init__(
@@ -83,7 +81,7 @@ class DepthUNetPlusPlus(nn.Module):
             )
         self.config = {
             "encoder": encoder,
-            "encoder_depth": int(encoder_depth),
+            "encoder_depth": encoder_depth,
             "decoder_channels": decoder_channels,
             "min_depth": float(min_depth),
             "max_depth": float(max_depth),
@@ -143,11 +141,8 @@ class DepthUNetPlusPlus(nn.Module):
             depth = self(F.pad(x, pad, mode=mode))[..., top : top + h, left : left + w]
         finally:
             self.train(was_training)
-        if as_numpy:
-            out = depth[:, 0].float().cpu().numpy()
-            return out[0] if unbatch else out
-        depth = depth.to(device)
-        return depth[0] if unbatch else depth
+        out = depth[:, 0].float().cpu().numpy() if as_numpy else depth.to(device)
+        return out[0] if unbatch else out
 
 
 def _build_unetplusplus(encoder, encoder_depth, decoder_channels, weights) -> smp.UnetPlusPlus:
@@ -157,7 +152,7 @@ def _build_unetplusplus(encoder, encoder_depth, decoder_channels, weights) -> sm
         elif "imagenet" not in smp.encoders.encoders[encoder]["pretrained_settings"]:
             raise ConfigError(f"smp has no ImageNet weights for {encoder!r}; use a local file.")
         hint = f"{_HINT_OFFLINE} {offline_imagenet_hint()}"
-        if _env_true("HF_HUB_OFFLINE"):
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
             raise CheckpointError(f"HF_HUB_OFFLINE is set. {hint}")
         if not _hub_reachable():
             raise CheckpointError(f"The Hugging Face Hub is not reachable. {hint}")
@@ -173,10 +168,6 @@ def _build_unetplusplus(encoder, encoder_depth, decoder_channels, weights) -> sm
         raise CheckpointError(
             f"Downloading ImageNet weights failed ({err}). {_HINT_OFFLINE} {offline_imagenet_hint()}"
         ) from err
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -15,9 +15,7 @@ clipped to (1e-3, 10) m, and metrics are averaged per image. The Eigen crop is o
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,59 +23,41 @@ import torch
 from torch import nn
 
 from depthlib.atomic import atomic_write_text, to_json
-from depthlib.data.dataset import evenly_spaced, open_depth_dataset
+from depthlib.data.dataset import DepthDataset, evenly_spaced, open_depth_dataset
 from depthlib.data.nyu import NYULabeled
 from depthlib.data.rooms import is_rooms_file
 from depthlib.data.transforms import resize_rgb
 from depthlib.depth.metrics import (
+    EvalSet,
     MeanDepthBaseline,
     MedianDepthBaseline,
     MetricAccumulator,
     format_table,
+    score_model,
 )
 from depthlib.errors import ConfigError, DataError
-from depthlib.progress import progress_bar
 from depthlib.train.checkpoint import load_checkpoint
 
 __all__ = [
-    "EvalSet",
     "auto_eigen_crop",
     "evaluate",
     "fit_baselines",
     "load_eval_set",
     "load_model",
-    "predict_batches",
     "score_baselines",
-    "score_model",
 ]
 
 NYU_SIZE = (480, 640)
 MODEL_ROW = "model"
 
 
-@dataclass
-class EvalSet:
-    """Images at the network's input size (uint8 (N, 3, h, w)) and ground truth at its own size."""
-
-    images: torch.Tensor
-    depths: list[np.ndarray] = field(default_factory=list)  # float32 (H, W) metres, 0 = invalid
-    valids: list[np.ndarray] = field(default_factory=list)  # bool (H, W)
-    indices: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.depths)
-
-
-def load_eval_set(
-    source, input_size: Sequence[int] | None, positions: Sequence[int] | None = None
-) -> EvalSet:
-    """Read ``positions`` of a reader once: RGB resized to ``input_size`` (None: keep the size;
-    all images must then share it), GT untouched."""
-    positions = range(len(source)) if positions is None else positions
+def load_eval_set(data: DepthDataset) -> EvalSet:
+    """A dataset's images, read once: RGB at its size (None: their own, which they must then
+    share), the ground truth at its own size."""
     images, depths, valids, indices = [], [], [], []
-    for i in positions:
-        sample = source[int(i)]
-        rgb = sample["rgb"] if input_size is None else resize_rgb(sample["rgb"], input_size)
+    for i in range(len(data)):
+        sample = data.read(i)
+        rgb = sample["rgb"] if data.size is None else resize_rgb(sample["rgb"], data.size)
         images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
         depths.append(sample["depth"])
         valids.append(sample["valid"])
@@ -91,51 +71,6 @@ def load_eval_set(
             "can be batched."
         )
     return EvalSet(torch.stack(images), depths, valids, indices)
-
-
-@torch.inference_mode()
-def predict_batches(model: nn.Module, images: torch.Tensor, batch_size: int = 16):
-    """Yield ``(start, depth (B, 1, h, w) float32 CPU)`` for uint8 images, in eval mode.
-
-    ``model.predict`` pads to the stride and normalises, so any input size works.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
-    for start in range(0, len(images), batch_size):
-        depth = model.predict(images[start : start + batch_size])
-        yield start, depth.float().cpu()
-
-
-def score_model(
-    model: nn.Module,
-    eval_set: EvalSet,
-    *,
-    batch_size: int = 16,
-    eigen_crop: bool = False,
-    progress: bool = False,
-    boundaries: bool = False,
-) -> dict[str, float]:
-    """Protocol metrics of ``model`` on ``eval_set`` (with the depth boundary errors when asked)
-    plus ``seconds`` and ``images_per_s`` of inference alone (prediction, not scoring)."""
-    acc = MetricAccumulator(eigen_crop=eigen_crop, boundaries=boundaries)
-    seconds = 0.0
-    bar = progress_bar(total=len(eval_set), desc="evaluating", unit="img", disable=not progress)
-    batches = predict_batches(model, eval_set.images, batch_size)
-    while True:
-        t0 = time.perf_counter()
-        item = next(batches, None)
-        seconds += time.perf_counter() - t0
-        if item is None:
-            break
-        start, depth = item
-        stop = start + len(depth)
-        acc.update(depth, eval_set.depths[start:stop], eval_set.valids[start:stop])
-        bar.update(len(depth))
-    bar.close()
-    metrics = acc.compute()
-    metrics["seconds"] = seconds
-    metrics["images_per_s"] = len(eval_set) / seconds if seconds > 0 else float("nan")
-    return metrics
 
 
 BASELINE_IMAGES = 2000  # a 50k-pair training export's mean map needs no more than this
@@ -220,7 +155,7 @@ def _file_key(path) -> tuple | None:
     return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _memo(maxsize: int):
+def _keep_recent(maxsize: int):
     """Keep the last ``maxsize`` results of ``make()`` per key, in this process. A study scores
     dozens of runs on the same test split: each run would otherwise re-read the split and refit
     the baselines (half a minute on 2 cores for the cpu profile's 654 test images)."""
@@ -237,8 +172,8 @@ def _memo(maxsize: int):
     return cached
 
 
-_cached_eval_set = _memo(2)
-_cached_baseline_rows = _memo(4)
+_cached_eval_set = _keep_recent(2)
+_cached_baseline_rows = _keep_recent(4)
 
 
 def evaluate(
@@ -277,7 +212,8 @@ def evaluate(
     size = tuple(int(v) for v in input_size) if input_size is not None else info["input_size"]
     positions = tuple(evenly_spaced(len(source), max_images))
     key = (_file_key(data), split, size, positions)
-    eval_set = _cached_eval_set(key, lambda: load_eval_set(source, size, positions))
+    data_set = DepthDataset(source, positions, size=size)
+    eval_set = _cached_eval_set(key, lambda: load_eval_set(data_set))
     scoring = {"eigen_crop": eigen_crop, "boundaries": boundaries}
     model_row = score_model(model, eval_set, batch_size=batch_size, progress=progress, **scoring)
     rows = {MODEL_ROW: model_row}

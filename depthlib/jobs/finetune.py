@@ -1,10 +1,11 @@
 """Supervised fine-tuning of the UNet++ depth model: data preparation, the task, ``finetune()``.
 
-On a CPU the budget is the step time, so nothing else may cost: the train split is read and
-resized to the profile's (height, width) once, into uint8/float tensors, and every batch is cut
-from them and augmented on tensors (flip, mild colour jitter) by ``DepthDataset.batch``. Batch
-order and augmentation are functions of (seed, epoch, position) only, so a run resumed from a
-checkpoint, even mid-epoch, sees the same batches as an uninterrupted one.
+On a CPU the budget is the step time, so nothing else may cost: the labelled images are read
+and resized to the profile's (height, width) once, into tensors, and every batch is cut from them
+and augmented on tensors (flip, mild colour jitter). A label subset is held once and its
+repetition lives in the batch sampler (``passes``). Batch order and augmentation are functions of
+(seed, epoch, draw) only, so a run resumed from a checkpoint, even mid-epoch, sees the same
+batches as an uninterrupted one.
 
 Each epoch is validated on a seeded share of the train split held out from training
 (``val_fraction``; at most ``val_images`` of it, evenly spaced), at the training resolution and
@@ -25,18 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import default_convert
 
 from depthlib.data.dataset import DepthDataset, evenly_spaced, open_splits, stream_size
 from depthlib.data.nyu import NYULabeled
 from depthlib.data.rooms import rooms_for_profile
-from depthlib.data.transforms import Augment
+from depthlib.data.transforms import Augment, normalize
 from depthlib.depth.losses import DepthLoss
+from depthlib.depth.metrics import EvalSet, score_model
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, require_multiple
-from depthlib.jobs.evaluate import EvalSet, auto_eigen_crop, evaluate, load_eval_set, score_model
-from depthlib.jobs.run import job_settings, run_training
-from depthlib.profiles import FinetuneConfig, Profile, runs_dir
-from depthlib.train import PreloadedBatches, TrainResult, epoch_loader, seed_everything
+from depthlib.jobs.evaluate import auto_eigen_crop, evaluate, load_eval_set
+from depthlib.profiles import FinetuneConfig, Profile, job_settings, runs_dir
+from depthlib.seeds import LABELS, VALIDATION, generator
+from depthlib.train import PreloadedBatches, Task, TrainResult, epoch_loader, fit, seed_everything
 from depthlib.train.distributed import (
     is_main_process,
     main_process_first,
@@ -52,39 +55,23 @@ __all__ = [
     "depth_batches",
     "finetune",
     "label_subset",
-    "prepare_train_data",
     "subset_passes",
+    "train_data",
     "validation_carve",
 ]
 
 
-class _Subset:
-    """Some positions of a reader, as a reader (what ``DepthDataset`` wraps)."""
-
-    def __init__(self, source, positions: Sequence[int]):
-        self.source, self.positions = source, [int(p) for p in positions]
-        self.image_size = getattr(source, "image_size", None)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.source[self.positions[i]]
-
-
-VAL_SEED = 0x7A1  # one validation carve for every run of a split, whatever the run's seed
-
-
 def validation_carve(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train positions, validation positions) of a train split of ``n`` images: a seeded
-    ``fraction`` held out for curves and choices, so the test split is used once, at the end."""
+    ``fraction`` held out for curves and choices, so the test split is used once, at the end.
+    One carve for every run of a split, whatever the run's seed."""
     if not 0 <= fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {fraction}; e.g. 0.1.")
     k = max(1, round(n * fraction)) if fraction else 0
     if k >= n:
         raise ConfigError(f"val_fraction {fraction} leaves no training image of {n}.")
     held = np.zeros(n, bool)
-    held[np.random.default_rng([VAL_SEED, n]).choice(n, size=k, replace=False)] = True
+    held[generator(VALIDATION, n).choice(n, size=k, replace=False)] = True
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
@@ -97,8 +84,7 @@ def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     if fraction == 1:
         return np.arange(n)
     k = max(1, round(n * fraction))
-    rng = np.random.default_rng([int(seed), 0x1ABE1])
-    return np.sort(rng.choice(n, size=k, replace=False))
+    return np.sort(generator(seed, LABELS).choice(n, size=k, replace=False))
 
 
 def subset_passes(n: int, subset: int) -> int:
@@ -108,53 +94,39 @@ def subset_passes(n: int, subset: int) -> int:
     return max(1, round(n / max(1, subset)))
 
 
-def prepare_train_data(source, cfg: FinetuneConfig, pool: Sequence[int], seed: int):
-    """The seeded label subset (``cfg.label_fraction``) of the ``pool`` positions of a reader,
-    resized and preloaded, with tensor augmentation. A subset is repeated
-    :func:`subset_passes` times so an epoch has the pool's steps; each copy gets its own
-    augmentation."""
-    pool = np.asarray(pool)
-    positions = pool[label_subset(len(pool), cfg.label_fraction, seed)]
-    positions = np.tile(positions, subset_passes(len(pool), len(positions)))
-    augment = Augment(flip=0.5, brightness=cfg.jitter, contrast=cfg.jitter, saturation=cfg.jitter)
+def train_data(source, cfg: FinetuneConfig, positions: Sequence[int], seed: int) -> DepthDataset:
+    """The labelled ``positions`` of a reader with the training augmentation: a labelled file
+    preloaded at the training size; a folder export (tens of thousands of pairs) streamed, each
+    pair resized just above the training size and randomly cropped to it."""
+    size, stream = (cfg.height, cfg.width), not isinstance(source, NYULabeled)
+    jitter = {"brightness": cfg.jitter, "contrast": cfg.jitter, "saturation": cfg.jitter}
     return DepthDataset(
-        _Subset(source, positions),
-        transform=augment,
-        size=(cfg.height, cfg.width),
-        train=True,
+        source,
+        positions,
+        size=stream_size(source.image_size, size) if stream else size,
+        augment=Augment(crop=size if stream else None, flip=0.5, **jitter),
         seed=seed,
-        preload=True,
+        preload=not stream,
     )
 
 
-def stream_train_data(source, cfg: FinetuneConfig, pool: Sequence[int], seed: int):
-    """What :func:`prepare_train_data` gives, read on the fly: for folder exports of tens of
-    thousands of pairs, one decode per sample in DataLoader workers, never the whole set in
-    memory. Each sample is resized just above the training size and randomly cropped to it
-    (with the same flip and colour jitter)."""
-    pool = np.asarray(pool)
-    positions = pool[label_subset(len(pool), cfg.label_fraction, seed)]
-    positions = np.tile(positions, subset_passes(len(pool), len(positions)))
-    size = (cfg.height, cfg.width)
-    augment = Augment(crop=size, flip=0.5, brightness=cfg.jitter, contrast=cfg.jitter,
-                      saturation=cfg.jitter)  # fmt: skip
-    base = stream_size(source.image_size, size)
-    return DepthDataset(_Subset(source, positions), augment, size=base, train=True, seed=seed)
+def depth_batches(
+    data: DepthDataset, batch_size: int, *, seed: int = 0, passes: int = 1, num_workers: int = 0
+):
+    """Training batches of ``data``, every image ``passes`` times an epoch: cut from its
+    tensors when preloaded, else built whole in ``num_workers`` DataLoader workers."""
+    if data.tensors is None:
+        return epoch_loader(data, batch_size, seed=seed, passes=passes, num_workers=num_workers,
+                            collate_fn=default_convert)  # fmt: skip
+
+    def make_batch(draws, epoch, _batch_seed):
+        data.set_epoch(epoch)
+        return data.batch(draws)
+
+    return PreloadedBatches(len(data), batch_size, make_batch, seed=seed, passes=passes)
 
 
-def depth_batches(dataset: DepthDataset, batch_size: int, seed: int = 0) -> PreloadedBatches:
-    """Training batches cut from a preloaded :class:`DepthDataset`, augmented per (epoch, sample)."""
-    if dataset.tensors is None:
-        raise ConfigError("depth_batches needs a DepthDataset created with preload=True.")
-
-    def cut(positions, epoch, _batch_seed):
-        dataset.set_epoch(epoch)
-        return dataset.batch(positions)
-
-    return PreloadedBatches(len(dataset), batch_size, cut, seed=seed)
-
-
-class DepthTask:
+class DepthTask(Task):
     """Loss on a batch; protocol metrics on the validation set after each epoch.
 
     With ``bf16`` the forward pass runs under bfloat16 autocast (weights, optimizer and loss stay
@@ -177,7 +149,7 @@ class DepthTask:
         self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def training_step(self, model: nn.Module, batch: Mapping) -> tuple[torch.Tensor, dict]:
-        image = batch["image"].contiguous(memory_format=self.layout)
+        image = normalize(batch["rgb"]).contiguous(memory_format=self.layout)
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             pred = model(image)
         parts = self.loss.components(pred.float(), batch["depth"], batch["valid"])
@@ -234,7 +206,6 @@ def finetune(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
-    time_budget_s: float | None = None,
     final_eval: bool = True,
     test_data: str | os.PathLike | None = None,
     **overrides: Any,
@@ -275,16 +246,16 @@ def finetune(
     )
     if progress and micro < cfg.batch_size:
         print(plan)
+    cfg = dataclasses.replace(cfg, micro_batch=micro)  # "auto" resolved: what the loop runs
     pool, held_out = validation_carve(len(train_source), cfg.val_fraction)
-    prepare = stream_train_data if stream else prepare_train_data
-    train_set = prepare(train_source, cfg, pool, cfg.seed)
-    n_labelled = len(label_subset(len(pool), cfg.label_fraction, cfg.seed))
+    labelled = pool[label_subset(len(pool), cfg.label_fraction, cfg.seed)]
+    passes = subset_passes(len(pool), len(labelled))
+    train_set = train_data(train_source, cfg, labelled, cfg.seed)
     val_positions = held_out[evenly_spaced(len(held_out), cfg.val_images)]
-    val_set = (
-        load_eval_set(train_source, (cfg.height, cfg.width), val_positions)
-        if len(val_positions)
-        else None
-    )
+    val_set = None
+    if len(val_positions):
+        val_data = DepthDataset(train_source, val_positions, size=(cfg.height, cfg.width))
+        val_set = load_eval_set(val_data)
     loss = DepthLoss(l1_weight=cfg.l1_weight, grad_weight=cfg.grad_weight)
     task = DepthTask(
         loss,
@@ -302,22 +273,18 @@ def finetune(
         "streamed": stream,
         "input_size": [cfg.height, cfg.width],
         "finetune": dataclasses.asdict(cfg),
-        "n_train": n_labelled,
-        "subset_passes": len(train_set) // n_labelled,
+        "n_train": len(labelled),
+        "subset_passes": passes,
         "n_val": len(val_positions),
         "validation": f"{cfg.val_fraction:.0%} of the train split, held out (seeded)",
         "bf16": bf16,
         "micro_batch": micro,
     }
-    if stream:
-        batches = epoch_loader(train_set, micro, seed=cfg.seed, num_workers=cfg.num_workers)
-    else:
-        batches = depth_batches(train_set, micro, seed=cfg.seed)
-    result = run_training(
-        model, task, batches, cfg, run_dir, run_config, resume=resume, overwrite=overwrite,
-        device=device, progress=progress, time_budget_s=time_budget_s, best_metric="abs_rel",
-        accumulate=cfg.batch_size // micro,
-    )  # fmt: skip
+    batches = depth_batches(
+        train_set, micro, seed=cfg.seed, passes=passes, num_workers=cfg.num_workers
+    )
+    result = fit(model, task, batches, cfg, run_dir, resume=resume, device=device,
+                 progress=progress, overwrite=overwrite, run_config=run_config)  # fmt: skip
     evaluation = None
     if final_eval and not result.interrupted and is_main_process():  # rank 0 under torchrun
         test_path = getattr(test_source, "list_path", data_path)
@@ -331,4 +298,4 @@ def finetune(
             out=run_dir / "evaluation.json",
             progress=progress,
         )
-    return FinetuneResult(result, model, run_dir, data_path, evaluation, n_labelled)
+    return FinetuneResult(result, model, run_dir, data_path, evaluation, len(labelled))

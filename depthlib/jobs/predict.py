@@ -1,6 +1,6 @@
 """Depth maps for image files: a 16-bit PNG in millimetres and a colourised PNG per image.
 
-``predict_paths(inputs, checkpoint, out_dir)`` takes files and/or folders (their image files,
+``write_depth_maps(inputs, checkpoint, out_dir)`` takes files and/or folders (their image files,
 sorted, not recursive) and writes for each image ``<name>_depth.png`` (uint16, millimetres, the
 format of NYU's DenseDepth/BTS exports, so other tools read it; 0 would mean "no depth" and never
 occurs because the model's depth is at least min_depth) and ``<name>_depth_color.png`` (the
@@ -32,9 +32,9 @@ from torch import nn
 from depthlib.atomic import atomic_path, ensure_writable_dir
 from depthlib.data.folders import IMAGE_SUFFIXES, read_rgb
 from depthlib.data.transforms import resize_rgb
-from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline
+from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline, depth_in_batches
 from depthlib.errors import ConfigError, DataError
-from depthlib.jobs.evaluate import load_model, predict_batches
+from depthlib.jobs.evaluate import load_model
 from depthlib.progress import progress_bar
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "depth_to_png16",
     "find_images",
     "parse_input_size",
-    "predict_paths",
+    "write_depth_maps",
 ]
 
 _OUTPUT_ENDINGS = ("_depth.png", "_depth_color.png")  # never re-read our own outputs
@@ -53,7 +53,7 @@ _UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 @dataclass
 class PredictReport:
-    """What ``predict_paths`` did: written (input, depth PNG, colour PNG), skipped (input, why)."""
+    """What ``write_depth_maps`` did: written (input, depth PNG, colour PNG), skipped (input, why)."""
 
     written: list[tuple[Path, Path, Path]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
@@ -164,7 +164,7 @@ class Predictor:
         size = self.input_size
         batch = np.stack([rgb if size is None else resize_rgb(rgb, size) for rgb in rgbs])
         images = torch.from_numpy(batch).permute(0, 3, 1, 2)
-        depth = torch.cat([d for _, d in predict_batches(self.net, images, self.batch_size)])
+        depth = torch.cat([d for _, d in depth_in_batches(self.net, images, self.batch_size)])
         if depth.shape[-2:] != (h, w):
             depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=True)
         return depth[:, 0].numpy()
@@ -191,7 +191,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def predict_paths(
+def write_depth_maps(
     inputs: str | os.PathLike | Iterable[str | os.PathLike],
     checkpoint,
     out_dir: str | os.PathLike,

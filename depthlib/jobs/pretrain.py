@@ -22,21 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
 from torch import nn
 
-from depthlib.atomic import atomic_write
 from depthlib.data.dataset import MAX_PRELOAD_BYTES
 from depthlib.data.pools import ImagePool, StreamedImages, load_image_pool, unlabelled_rooms_seed
 from depthlib.data.transforms import normalize, random_resized_crop
 from depthlib.depth.encoders import load_encoder_weights, offline_imagenet_hint, weights_source
 from depthlib.errors import ConfigError, DataError, require_multiple
-from depthlib.jobs.run import job_settings, run_training
-from depthlib.profiles import PretrainConfig, Profile, data_dir, runs_dir, shown_path
-from depthlib.spark.masks import kept_patch_count
-from depthlib.spark.model import SparK
-from depthlib.train import PreloadedBatches, TrainResult, epoch_loader, seed_everything
+from depthlib.profiles import (
+    PretrainConfig,
+    Profile,
+    data_dir,
+    job_settings,
+    printable_path,
+    runs_dir,
+)
+from depthlib.spark.model import SparK, kept_patch_count, reconstruct
+from depthlib.train import PreloadedBatches, Task, TrainResult, epoch_loader, fit, seed_everything
 from depthlib.train.distributed import is_main_process, unwrap_model
+from depthlib.weights import load_weights, save_weights
 
 __all__ = [
     "ENCODER_FILENAME",
@@ -60,12 +64,14 @@ def image_batches(images: torch.Tensor, batch_size: int, seed: int = 0) -> Prelo
             f"SparK batches are cut from uint8 RGB (N, 3, H, W), got {images.dtype} "
             f"{tuple(images.shape)}."
         )
-    return PreloadedBatches(
-        len(images), batch_size, lambda pos, _epoch, seed: {"rgb": images[pos], "seed": seed}, seed
-    )
+
+    def make_batch(draws, _epoch, batch_seed):
+        return {"rgb": images[draws], "seed": batch_seed}
+
+    return PreloadedBatches(len(images), batch_size, make_batch, seed=seed)
 
 
-class SparkTask:
+class SparkTask(Task):
     """The pretraining Task: a batch ``{"rgb", "seed"}`` → augmented, normalised, masked (the
     model's mask ratio) → SparK's masked-patch loss. ``augment``: SparK's crop + flip (False: the
     images as they are). ``on_epoch_end``: an optional ``callback(model, epoch) -> Mapping |
@@ -111,17 +117,16 @@ class Reconstructions:
         device = next(spark.parameters()).device
         b, _, h, w = self.images.shape
         mask = spark.random_mask(b, h, w, generator=torch.Generator().manual_seed(self.seed))
-        recon = spark.reconstruct(self.images.to(device), mask.to(device))
+        recon = reconstruct(spark, self.images.to(device), mask.to(device))
         if self.save:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in recon.items() if k != "loss"}
-            path = self.directory / f"epoch_{epoch:04d}.safetensors"
-            atomic_write(path, lambda f: f.write(save(tensors)))
+            tensors = {k: v for k, v in recon.items() if k != "loss"}
+            save_weights(self.directory / f"epoch_{epoch:04d}.safetensors", tensors)
         return {"recon_loss": float(recon["loss"])}
 
 
 def load_reconstructions(run_dir: str | os.PathLike) -> dict[int, dict[str, torch.Tensor]]:
     """``{epoch: reconstruction}`` saved by a pretraining run (the dict
-    :meth:`SparK.reconstruct` returns, without the loss), oldest epoch first."""
+    :func:`~depthlib.spark.model.reconstruct` returns, without the loss), oldest epoch first."""
     directory = Path(run_dir) / "reconstructions"
     files = sorted(directory.glob("epoch_*.safetensors"))
     if not files:
@@ -129,7 +134,7 @@ def load_reconstructions(run_dir: str | os.PathLike) -> dict[int, dict[str, torc
             f"No saved reconstructions in {directory}: pretrain with figures=True (the default) "
             "to record them each epoch."
         )
-    return {int(f.stem.split("_")[1]): load_file(str(f)) for f in files}
+    return {int(f.stem.split("_")[1]): load_weights(f) for f in files}
 
 
 @dataclass
@@ -189,7 +194,6 @@ def pretrain(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
-    time_budget_s: float | None = None,
     figures: bool = True,
     cache_rooms: bool = True,
     max_preload_bytes: float = MAX_PRELOAD_BYTES,
@@ -208,6 +212,9 @@ def pretrain(
     """
     prof, cfg = job_settings(profile, "pretrain", **overrides)
     _check_size(cfg)
+    if cfg.micro_batch == "auto":
+        raise ConfigError("Pretraining takes a divisor of batch_size as micro_batch, not 'auto'.")
+    micro = cfg.micro_batch or cfg.batch_size  # the loop adds micro-batches up to batch_size
     run_dir = Path(out) if out is not None else runs_dir() / f"spark-{cfg.encoder}-{prof.name}"
 
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed only
@@ -228,9 +235,9 @@ def pretrain(
         print(f"Using all {len(pool)} images of {pool.source} (n_images is {cfg.n_images}).")
     if pool.images is None:  # streamed: one decode per image, in DataLoader workers
         streamed = StreamedImages(pool.files, pool.size, seed=cfg.seed)
-        batches = epoch_loader(streamed, cfg.batch_size, seed=cfg.seed, num_workers=cfg.num_workers)
+        batches = epoch_loader(streamed, micro, seed=cfg.seed, num_workers=cfg.num_workers)
     else:
-        batches = image_batches(pool.images, cfg.batch_size, seed=cfg.seed)
+        batches = image_batches(pool.images, micro, seed=cfg.seed)
     callback = Reconstructions(
         pool.first(4), run_dir / "reconstructions", seed=cfg.seed, save=figures
     )
@@ -244,14 +251,11 @@ def pretrain(
         "input_size": list(size),
         "pretrain": dataclasses.asdict(cfg),
     }
-    result = run_training(
-        model, SparkTask(on_epoch_end=callback), batches, cfg, run_dir, run_config,
-        resume=resume, overwrite=overwrite, device=device, progress=progress,
-        time_budget_s=time_budget_s,
-    )  # fmt: skip
+    result = fit(model, SparkTask(on_epoch_end=callback), batches, cfg, run_dir, resume=resume,
+                 device=device, progress=progress, overwrite=overwrite, run_config=run_config)  # fmt: skip
     encoder_path = None
     if result.stop_reason in ("completed", "already_complete") and is_main_process():
         encoder_path = model.export_encoder(run_dir / ENCODER_FILENAME)
         if progress:
-            print(f"Encoder weights: {shown_path(encoder_path)}")
+            print(f"Encoder weights: {printable_path(encoder_path)}")
     return PretrainResult(result, model, run_dir, encoder_path, pool, cfg)

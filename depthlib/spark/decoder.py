@@ -1,14 +1,9 @@
 """SparK's densifier and light decoder: from sparse encoder features back to pixels.
 
-The sparse encoder leaves masked positions empty (0). Before a dense decoder can use a feature map,
-SparK *densifies* it, one scale at a time: normalise the visible features (BatchNorm for ResNets,
-LayerNorm for ConvNeXt, both over visible positions only), put a learned mask token wherever the
-map is empty, and project to the decoder's width (1×1 at the deepest scale, 3×3 elsewhere).
-
-The light decoder is a plain UNet without concatenation: per scale a stride-2 transposed conv
-followed by conv3×3-BN-ReLU6-conv3×3-BN; the densified skip feature of the next scale is *added*
-to its input; widths halve from ``width`` at every scale, and a 1×1 conv gives 3 channels at the
-input resolution. It is thrown away after pretraining: only the encoder is kept.
+Densify, per scale: normalise the visible features (sparse BatchNorm, or LayerNorm for ConvNeXt),
+put a learned mask token wherever the map is empty, project to the decoder's width (1×1 at the
+deepest scale, 3×3 elsewhere). The light decoder is a UNet that *adds* the skips instead of
+concatenating them; it is thrown away after pretraining: only the encoder is kept.
 """
 
 from __future__ import annotations
@@ -22,14 +17,11 @@ from torch import nn
 from depthlib.errors import ConfigError
 from depthlib.spark.sparse import SparseBatchNorm2d, SparseContext, SparseLayerNorm
 
-__all__ = ["Densify", "LightDecoder", "UNetBlock", "decoder_widths"]
-
-MASK_TOKEN_STD = 0.02
+__all__ = ["Densify", "LightDecoder", "decoder_widths"]
 
 
 def decoder_widths(width: int, blocks: int) -> list[int]:
-    """Widths of the decoder: ``width`` halved per block, ``blocks + 1`` values (the last is the
-    width the 1×1 output conv reads). Halving must not reach 0 channels."""
+    """``width`` halved per block, ``blocks + 1`` values (the last feeds the 1×1 output conv)."""
     if not isinstance(width, int) or width < 2**blocks:
         raise ConfigError(
             f"decoder_width must be an integer of at least {2**blocks} (it is halved {blocks} "
@@ -57,25 +49,22 @@ class UNetBlock(nn.Module):
 
 
 class LightDecoder(nn.Module):
-    """``blocks`` UNet blocks from the deepest scale to the input resolution, skip-add, 1×1 → RGB.
+    """One UNet block per width step, deepest scale first, skip-add, then 1×1 → RGB.
 
-    ``forward(skips)`` takes the densified features deepest first, each already at the width of
-    the block that reads it; there may be fewer skips than blocks (the last blocks get none).
+    ``forward(skips)`` takes the densified features deepest first, each at the width of the block
+    that reads it; there may be fewer skips than blocks (the last blocks get none).
     """
 
-    def __init__(self, width: int, blocks: int, out_channels: int = 3):
+    def __init__(self, widths: Sequence[int]):
         super().__init__()
-        self.widths = decoder_widths(width, blocks)
+        self.widths = list(widths)
         self.blocks = nn.ModuleList(
             UNetBlock(cin, cout)
             for cin, cout in zip(self.widths[:-1], self.widths[1:], strict=True)
         )
-        self.head = nn.Conv2d(self.widths[-1], out_channels, kernel_size=1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # SparK's LightDecoder init: convs N(0, .02²) (timm's trunc_normal_, whose ±2 bounds are
-        # absolute, i.e. no real truncation), transposed convs Kaiming fan-out, norms 1/0.
+        self.head = nn.Conv2d(self.widths[-1], 3, kernel_size=1)
+        # SparK's init: convs N(0, .02²) (timm's trunc_normal_, whose ±2 bounds are absolute,
+        # i.e. no real truncation), transposed convs Kaiming fan-out, norms 1/0.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -88,8 +77,6 @@ class LightDecoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        if not 1 <= len(skips) <= len(self.blocks):
-            raise ConfigError(f"{len(skips)} skip features for {len(self.blocks)} decoder blocks.")
         x = skips[0]
         for i, block in enumerate(self.blocks):
             if 0 < i < len(skips):
@@ -99,45 +86,37 @@ class LightDecoder(nn.Module):
 
 
 class Densify(nn.Module):
-    """Per scale: sparse norm → mask token where empty → projection to the decoder width.
-
-    ``channels``: encoder widths of the scales, deepest first; ``widths``: the decoder widths they
-    are projected to. ``norm``: "batch" (ResNets: SparK's sparse BatchNorm) or "layer" (ConvNeXt:
-    sparse channels-first LayerNorm, eps 1e-6). The norms are sparse modules bound to the
-    encoder's ``ctx``, so they see visible positions only; call inside ``ctx.active(mask)``.
-    ``sparse=False`` (the zero-out control) uses dense norms over every position instead.
-    """
+    """Per scale (encoder ``channels`` deepest first → decoder ``widths``): norm → mask token
+    where empty → projection. The norms (BatchNorm, or LayerNorm if ``layer_norm``) are sparse
+    modules on the encoder's ``ctx`` (run inside ``ctx.active(mask)``), or dense ones over every
+    position for the zero-out control (``sparse=False``)."""
 
     def __init__(
         self,
         channels: Sequence[int],
         widths: Sequence[int],
         ctx: SparseContext,
-        norm: str = "batch",
+        layer_norm: bool = False,
         sparse: bool = True,
     ):
         super().__init__()
-        if norm not in ("batch", "layer"):
-            raise ConfigError(f"densify norm must be 'batch' or 'layer', got {norm!r}.")
         self.ctx = ctx
         if sparse:
             norms = [
-                SparseLayerNorm(c, eps=1e-6, ctx=ctx, data_format="channels_first")
-                if norm == "layer"
+                SparseLayerNorm(c, eps=1e-6, ctx=ctx)
+                if layer_norm
                 else SparseBatchNorm2d(c, ctx=ctx)
                 for c in channels
             ]
         else:  # the zero-out control: statistics over every position, zeros included
             norms = [
-                LayerNorm2d(c, eps=1e-6) if norm == "layer" else nn.BatchNorm2d(c) for c in channels
+                LayerNorm2d(c, eps=1e-6) if layer_norm else nn.BatchNorm2d(c) for c in channels
             ]
         self.norms = nn.ModuleList(norms)
         # Named mask_token* so the optimizer exempts them from weight decay, as SparK does.
         self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, c, 1, 1)) for c in channels)
         for token in self.mask_tokens:
-            nn.init.trunc_normal_(
-                token, std=MASK_TOKEN_STD, a=-2 * MASK_TOKEN_STD, b=2 * MASK_TOKEN_STD
-            )
+            nn.init.trunc_normal_(token, std=0.02, a=-0.04, b=0.04)
         self.projections = nn.ModuleList(
             nn.Conv2d(c, w, kernel_size=1 if i == 0 else 3, padding=0 if i == 0 else 1)
             for i, (c, w) in enumerate(zip(channels, widths, strict=True))
@@ -149,7 +128,7 @@ class Densify(nn.Module):
         for feature, norm, token, projection in zip(
             features, self.norms, self.mask_tokens, self.projections, strict=True
         ):
-            visible = self.ctx.mask_for(feature, who="SparK densify")
-            filled = torch.where(visible, norm(feature), token.to(feature.dtype))
+            normed = norm(feature)  # a sparse norm refuses to run without an active mask
+            filled = torch.where(self.ctx.mask_for(feature), normed, token.to(feature.dtype))
             out.append(projection(filled))
         return out

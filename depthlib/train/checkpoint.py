@@ -2,18 +2,13 @@
 
 A checkpoint is a folder ``<run>/checkpoints/<name>/`` holding three files:
 
-- ``model.safetensors``: the weights (plain tensors, keys of the unwrapped model);
+- ``model.safetensors``: the weights (keys of the unwrapped model), through :mod:`depthlib.weights`;
 - ``state.pt``: optimizer, scheduler, RNG states, step and epoch, made of tensors, dicts, lists,
   numbers and strings only, so ``torch.load(weights_only=True)`` reads it;
 - ``meta.json``: run config, metrics, history, step, epoch, time, and the model's class and config.
 
-Writes are atomic: the folder is filled under a hidden temporary name, every file and the folder
-are fsync'ed, then it is renamed into place; small files (``latest.json``, ``best.json``, logs)
-go through :func:`atomic_write` (temp file in the same folder, fsync, ``os.replace``). A kill at
-any moment therefore leaves either the old checkpoint or the new one, never half of one.
-
-Loading uses ``weights_only=True`` and safetensors, always: a pickle can run arbitrary code, so a
-file that needs real unpickling is refused with :class:`CheckpointError`.
+The folder is filled under a hidden temporary name, every file and the folder are fsync'ed, then
+it is renamed into place: a kill at any moment leaves the old checkpoint or the new one, never half.
 """
 
 from __future__ import annotations
@@ -33,24 +28,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 from torch import nn
 
 from depthlib.atomic import atomic_write_text, fsync_dir, to_json, write_synced
 from depthlib.errors import CheckpointError
 from depthlib.train.distributed import unwrap_model
+from depthlib.weights import load_into, load_weights, refuse_pickle, weights_bytes
 
 __all__ = [
     "CHECKPOINT_FILES",
     "Checkpoint",
     "CheckpointStore",
     "load_checkpoint",
-    "load_model_weights",
     "load_state",
     "model_spec",
-    "model_weights",
     "resolve_checkpoint",
     "save_checkpoint",
 ]
@@ -60,102 +52,20 @@ FORMAT = "depthlib-checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(epoch_(?P<epoch>\d+)|step_(?P<step>\d+))$")
 
-_NEVER_UNPICKLE = (
-    "depthlib never unpickles files: loading a pickle can run arbitrary code. Use a depthlib "
-    "checkpoint folder (model.safetensors + state.pt + meta.json). To convert weights you trust, "
-    "in a Python session of your own run `sd = torch.load(path, weights_only=False)` and save the "
-    "tensors with `safetensors.torch.save_file(sd, 'weights.safetensors')`."
-)
-
-
-# --------------------------------------------------------------------------- weights
-def model_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The unwrapped model's state dict as contiguous CPU tensors, ready for safetensors.
-
-    Tensors that share storage (tied weights) are cloned, because safetensors refuses aliases.
-    """
-    weights: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for key, value in unwrap_model(model).state_dict().items():
-        tensor = value.detach().to("cpu")
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in seen and tensor.numel() > 0:
-            tensor = tensor.clone()
-        seen.add(ptr)
-        weights[key] = tensor.contiguous()
-    return weights
-
 
 def model_spec(model: nn.Module, config: Any = None) -> dict:
-    """``{"class": "module.Qualname", "config": {...}}`` so evaluation can rebuild the model.
-
-    ``config`` defaults to the model's ``config`` attribute (a dataclass or a mapping) if it has one.
-    """
+    """``{"class": "module.Qualname", "config": {...}}`` so evaluation can rebuild the model;
+    ``config`` defaults to the model's ``config`` attribute (a dataclass or a mapping)."""
     model = unwrap_model(model)
     config = getattr(model, "config", None) if config is None else config
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
-    elif isinstance(config, Mapping):
-        config = dict(config)
-    else:
-        config = None
+    config = dict(config) if isinstance(config, Mapping) else None
     cls = type(model)
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": config}
 
 
-def _describe_model(meta: Mapping | None) -> str:
-    spec = (meta or {}).get("model") or {}
-    if not spec:
-        return ""
-    return f" It was written for {spec.get('class')} with config {spec.get('config')}."
-
-
-def load_model_weights(
-    model: nn.Module,
-    weights: Mapping[str, torch.Tensor],
-    *,
-    strict: bool = True,
-    source: str = "the checkpoint",
-    meta: Mapping | None = None,
-) -> tuple[list[str], list[str]]:
-    """Copy ``weights`` into the (unwrapped) model, or raise :class:`CheckpointError` naming the mismatch.
-
-    Shape mismatches always fail; missing/unexpected keys fail when ``strict``. Returns the
-    missing and unexpected key lists (both empty when strict).
-    """
-    target = unwrap_model(model)
-    expected = target.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in weights and tuple(weights[k].shape) != tuple(v.shape)
-    ]
-    if shapes or (strict and (missing or unexpected)):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es) ({'; '.join(shapes[:3])})")
-        raise CheckpointError(
-            f"{source} does not match this model ({type(target).__name__}): {', '.join(parts)}."
-            f"{_describe_model(meta)} Build the model with the same architecture, encoder and "
-            "settings as the checkpoint (see its meta.json), or choose the matching checkpoint."
-        )
-    target.load_state_dict({k: v for k, v in weights.items() if k in expected}, strict=False)
-    return missing, unexpected
-
-
 # --------------------------------------------------------------------------- reading files
-def _looks_like_pickle(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
 def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a ``state.pt`` with ``weights_only=True``; a file needing real unpickling is refused."""
     path = Path(path)
@@ -164,13 +74,8 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if _looks_like_pickle(path):
-            raise CheckpointError(
-                f"{path} contains Python objects, not just tensors. {_NEVER_UNPICKLE}"
-            ) from err
-        raise CheckpointError(
-            f"{path} is not a torch file or is damaged. Use another checkpoint of the run."
-        ) from err
+        refuse_pickle(path, " holding Python objects, not only tensors")
+        raise CheckpointError(f"{path} is not a torch file. Use another checkpoint.") from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(
             f"{path} cannot be read ({err}); it is probably truncated or damaged. Use another "
@@ -178,20 +83,13 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
         ) from err
 
 
-def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+def _read_json(path: Path) -> dict:
+    """A small JSON file depthlib wrote (meta, pointers); ``{}`` if it is missing or unreadable."""
     try:
-        return safetensors.torch.load_file(path, device="cpu")
-    except (safetensors.SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({err}). Use another checkpoint of the run."
-        ) from err
-
-
-def _read_meta(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not readable JSON ({err}).") from err
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _is_checkpoint_dir(path: Path) -> bool:
@@ -219,18 +117,13 @@ def _check_weights_only(obj: Any, where: str = "state") -> None:
 
 
 def _discard_dir(path: Path) -> None:
-    """Remove a folder by first renaming it to a hidden name, so a kill never leaves half of it visible."""
+    """Remove a folder by renaming it to a hidden name first: a kill never leaves half of it."""
     trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def save_checkpoint(
-    folder: str | Path,
-    weights: Mapping[str, torch.Tensor],
-    state: Mapping,
-    meta: Mapping,
-) -> Path:
+def save_checkpoint(folder: str | Path, weights: Mapping, state: Mapping, meta: Mapping) -> Path:
     """Write the checkpoint folder ``folder`` atomically (replacing an older one of that name)."""
     folder = Path(folder)
     _check_weights_only(dict(state))
@@ -238,10 +131,7 @@ def save_checkpoint(
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
     try:
-        write_synced(
-            tmp / "model.safetensors",
-            safetensors.torch.save(dict(weights), metadata={"format": "pt"}),
-        )
+        write_synced(tmp / "model.safetensors", weights_bytes(weights))
         buffer = io.BytesIO()
         torch.save(dict(state), buffer)
         write_synced(tmp / "state.pt", buffer.getvalue())
@@ -267,11 +157,15 @@ class Checkpoint:
     state: dict
     meta: dict
 
-    def restore_model(self, model: nn.Module, strict: bool = True) -> nn.Module:
-        """Load the weights into ``model`` (see :func:`load_model_weights`)."""
-        load_model_weights(
-            model, self.weights, strict=strict, source=f"Checkpoint {self.path}", meta=self.meta
+    def restore_model(self, model: nn.Module) -> nn.Module:
+        """Load the weights into the (unwrapped) ``model``, strictly: every key, every shape."""
+        spec = self.meta.get("model") or {}
+        hint = f"It was written for {spec.get('class')} with config {spec.get('config')}. "
+        hint = (hint if spec else "") + (
+            "Build the model with the same architecture, encoder and settings as the checkpoint "
+            "(see its meta.json), or choose the matching checkpoint."
         )
+        load_into(unwrap_model(model), self.weights, name=f"Checkpoint {self.path}", hint=hint)
         return model
 
     def build_model(self, allowed_prefixes: tuple[str, ...] = ("depthlib.",)) -> nn.Module:
@@ -303,7 +197,7 @@ class Checkpoint:
 
 
 def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
-    """The checkpoint folder meant by ``path``: a run folder, its ``checkpoints/``, or one checkpoint.
+    """The checkpoint folder ``path`` means: a run folder, its ``checkpoints/``, or one checkpoint.
 
     ``which`` is ``"latest"`` or ``"best"`` when ``path`` names a run. A single file is refused
     with a message (a pickle is never loaded; a depthlib file is resolved to its folder).
@@ -317,12 +211,7 @@ def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
     if path.is_file():
         if path.name in CHECKPOINT_FILES and _is_checkpoint_dir(path.parent):
             return path.parent
-        if path.suffix != ".safetensors" and _looks_like_pickle(path):
-            load_state(path)  # raises the never-unpickle message for a pickle
-            raise CheckpointError(
-                f"{path} is a bare tensor file, not a depthlib checkpoint folder (model.safetensors"
-                " + state.pt + meta.json). Pass the run folder instead."
-            )
+        refuse_pickle(path)
         raise CheckpointError(
             f"{path} is a single file, not a depthlib checkpoint folder (model.safetensors + "
             "state.pt + meta.json). Pass the run folder given as --out, or load bare encoder "
@@ -346,10 +235,12 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load a checkpoint folder (see :func:`resolve_checkpoint`) without executing any pickle."""
     folder = resolve_checkpoint(path, which)
-    meta = _read_meta(folder / "meta.json")
+    meta = _read_json(folder / "meta.json")
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{folder} was not written by depthlib (meta.json has no format).")
-    weights = _load_weights_file(folder / "model.safetensors")
+        raise CheckpointError(
+            f"{folder} was not written by depthlib (its meta.json has no format)."
+        )
+    weights = load_weights(folder / "model.safetensors")
     state = load_state(folder / "state.pt", map_location=map_location)
     return Checkpoint(path=folder, weights=weights, state=state, meta=meta)
 
@@ -376,11 +267,7 @@ class CheckpointStore:
         return f"step_{step:08d}"
 
     def _pointer(self, kind: str) -> Path | None:
-        try:
-            name = json.loads((self.root / f"{kind}.json").read_text(encoding="utf-8"))["name"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        folder = self.root / str(name)
+        folder = self.root / str(_read_json(self.root / f"{kind}.json").get("name"))
         return folder if _is_checkpoint_dir(folder) else None
 
     def checkpoints(self) -> list[Path]:
@@ -390,33 +277,20 @@ class CheckpointStore:
         found = [p for p in self.root.iterdir() if _NAME.match(p.name) and _is_checkpoint_dir(p)]
 
         def step_of(p: Path) -> tuple[int, int]:
-            try:
-                meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-                return int(meta.get("step", -1)), int(meta.get("epoch", -1))
-            except (OSError, ValueError):
-                return -1, -1
+            meta = _read_json(p / "meta.json")
+            return int(meta.get("step", -1)), int(meta.get("epoch", -1))
 
         return sorted(found, key=step_of)
 
     def latest(self) -> Path | None:
         """The checkpoint ``latest.json`` names, else the one with the highest step."""
-        pointed = self._pointer("latest")
-        if pointed is not None:
-            return pointed
-        found = self.checkpoints()
-        return found[-1] if found else None
+        return self._pointer("latest") or ([None, *self.checkpoints()])[-1]
 
     def best(self) -> Path | None:
         return self._pointer("best")
 
     def save(
-        self,
-        name: str,
-        weights: Mapping[str, torch.Tensor],
-        state: Mapping,
-        meta: Mapping,
-        *,
-        best: bool = False,
+        self, name: str, weights: Mapping, state: Mapping, meta: Mapping, *, best: bool = False
     ) -> Path:
         """Write a checkpoint, move the pointers to it, then apply retention."""
         folder = save_checkpoint(self.root / name, weights, state, meta)

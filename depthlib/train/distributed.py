@@ -1,22 +1,17 @@
 """Process-group helpers: who am I, and do all processes agree?
 
 The training loop runs unchanged in one process or under ``torchrun`` (DistributedDataParallel).
-These helpers answer the few questions the loop asks either way: this process's rank and the world
-size, whether it is the one that writes files and draws progress bars (rank 0), the plain model
-inside a DDP wrapper (checkpoints store its keys, without ``module.``), and whether any process
-wants to stop (so every rank leaves the loop at the same step instead of hanging in a collective).
-Without an initialised process group they all degrade to the single-process answer.
-
-Setting up: :func:`init_distributed` joins the process group that ``torchrun`` describes in the
-environment (gloo on CPU, nccl on GPU, one GPU per process by ``LOCAL_RANK``);
-:func:`prepare_model` moves a model to its device, optionally synchronises its BatchNorms over
-all ranks and wraps it in DistributedDataParallel. :func:`depthlib.train.loop.fit` calls both, so a
-script (or a ``depthlib`` command) runs unchanged under ``torchrun``. The device and the precision a
-process trains in are chosen here too.
+These helpers answer its few questions either way (rank, world size, is this rank 0, the plain
+model inside a DDP wrapper, does any rank want to stop), degrading to the single-process answer
+without a process group. :func:`init_distributed` joins the group torchrun describes (gloo on
+CPU, nccl on GPU); :func:`prepare_model` synchronises BatchNorms and wraps the model in DDP.
+The BatchNorm over ranks lives here, not beside SparK's sparse one, because the loop converts
+plain BatchNorms too and may not import SparK. The device and precision are chosen here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -33,30 +28,12 @@ from depthlib.errors import ConfigError
 T = TypeVar("T")
 
 __all__ = [
-    "TORCHRUN_VARIABLES",
-    "AllReduceSum",
-    "DistributedInfo",
-    "StopSignals",
-    "SyncBatchNorm2d",
-    "any_rank",
-    "barrier",
-    "bf16_is_fast",
-    "cleanup_distributed",
-    "convert_sync_batchnorm",
-    "init_distributed",
-    "is_distributed",
-    "is_main_process",
-    "launched_by_torchrun",
-    "main_process_first",
-    "mean_over_ranks",
-    "prepare_model",
-    "rank",
-    "resolve_device",
-    "synced",
-    "unwrap_model",
-    "use_bf16",
-    "world_size",
-]
+    "TORCHRUN_VARIABLES", "AllReduceSum", "DistributedInfo", "StopSignals", "SyncBatchNorm2d",
+    "any_rank", "barrier", "bf16_is_fast", "cleanup_distributed", "convert_sync_batchnorm",
+    "init_distributed", "is_distributed", "is_main_process", "launched_by_torchrun",
+    "main_process_first", "mean_over_ranks", "prepare_model", "rank", "resolve_device", "synced",
+    "torchrun_process", "unwrap_model", "use_bf16", "world_size",
+]  # fmt: skip
 
 # What torchrun exports to every process it starts; the first three say "launched by torchrun".
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -199,6 +176,23 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def torchrun_process():
+    """For a command: under torchrun, join the process group first (a half-set environment is a
+    clean error), let only rank 0 print to stdout, and leave the group at the end; else nothing."""
+    if not launched_by_torchrun():
+        yield
+        return
+    init_distributed()
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup_distributed)
+        if not is_main_process():
+            stack.enter_context(
+                contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w")))
+            )
+        yield
+
+
 def mean_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
     """The mean of each value over all ranks (the values themselves in a single process).
 
@@ -310,7 +304,6 @@ def prepare_model(
     device: torch.device | str,
     *,
     sync_batchnorm: bool = False,
-    find_unused_parameters: bool = False,
 ) -> nn.Module:
     """The model ready for this process: on ``device``; with more than one rank, BatchNorms
     synchronised (those that ask for it always, dense ones with ``sync_batchnorm``) and wrapped
@@ -324,7 +317,6 @@ def prepare_model(
     return nn.parallel.DistributedDataParallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=find_unused_parameters,
         # The same parameters take part in every step (also SparK's, whatever the mask), so the
         # graph is static: DDP learns once which parameters get no gradient (e.g. the encoder
         # stages an encoder_depth < 5 UNet++ never calls) instead of searching every step.
@@ -373,10 +365,14 @@ class StopSignals:
 
 # --------------------------------------------------------------------------- device and precision
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` → cuda when available, else cpu; plain "cuda" in a process group → this
+    process's GPU (``LOCAL_RANK``, which :func:`init_distributed` made current)."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else device
+    )
+    if device.type == "cuda" and device.index is None and is_distributed():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 PRECISIONS = ("fp32", "bf16", "auto")

@@ -1,23 +1,16 @@
 """The one training loop of depthlib, shared by SparK pretraining and UNet++ fine-tuning.
 
-What differs between the two is a :class:`~depthlib.train.config.Task`: how a batch becomes a
-loss, and optionally how the model is validated after an epoch. Everything else lives here once:
-AdamW with decay-free norms/biases, warmup + cosine per step, gradient clipping, a NaN/Inf guard,
-progress bars, one log row and one checkpoint per epoch, exact resumption, a time budget, and
-clean stopping.
+A :class:`~depthlib.train.config.Task` says what differs (how a batch becomes a loss, how to
+validate); everything else lives here once: AdamW with decay-free norms/biases, warmup + cosine
+per step, gradient clipping, micro-batches whose gradients add up to the batch, a NaN/Inf guard,
+progress bars, one log row and one checkpoint per epoch, exact resumption (the checkpoint holds
+the position inside the epoch and the RNG states, restored after skipping the batches already
+seen), a time budget, and clean stopping: the first SIGINT/SIGTERM finishes the step, writes a
+checkpoint and returns ``interrupted``; a second Ctrl-C aborts at once.
 
-Stopping (:class:`~depthlib.train.distributed.StopSignals`): on the first SIGINT/SIGTERM (Ctrl-C, Jupyter's "interrupt
-kernel", ``kill``) the current step finishes, a checkpoint is written and :func:`fit` *returns*
-with ``interrupted=True``; a second Ctrl-C aborts at once (the last checkpoint stays intact).
-
-Exact resumption: the checkpoint holds weights, optimizer, schedule, RNG states, step, epoch and
-the position inside the epoch; batch order is a function of (seed, epoch), and RNG states are
-restored after skipping the batches already seen.
-
-Multi-process (torchrun/DDP): :func:`fit` joins the process group, wraps the model in DDP
-(BatchNorms synchronised) and expects each rank's loader to hold its shard; ``lr`` is used as
-given for the global batch. Only rank 0 writes, draws and validates; stop decisions are agreed by
-all ranks; any world size can resume a checkpoint (the position is converted to samples seen).
+Under torchrun :func:`fit` joins the process group, wraps the model in DDP and expects each
+rank's loader to hold its shard; only rank 0 writes, draws and validates, stop decisions are
+agreed by all ranks, and any world size can resume a checkpoint (position = samples seen).
 """
 
 from __future__ import annotations
@@ -26,29 +19,21 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from depthlib.atomic import ensure_writable_dir
 from depthlib.errors import ConfigError
-from depthlib.profiles import shown_path
+from depthlib.profiles import TrainConfig, printable_path
 from depthlib.progress import progress_bar, write
 from depthlib.train import distributed as dist
-from depthlib.train.batches import (
-    batch_size_of,
-    check_sharded,
-    epoch_batches,
-    grouped,
-    steps_per_epoch,
-    to_device,
-)
-from depthlib.train.checkpoint import CheckpointStore, load_checkpoint, model_spec, model_weights
-from depthlib.train.config import Task, TrainConfig, TrainingDiverged, TrainResult
+from depthlib.train.batches import batch_size_of, check_sharded, grouped, to_device
+from depthlib.train.checkpoint import CheckpointStore, load_checkpoint, model_spec
+from depthlib.train.config import Loader, Task, TrainingDiverged, TrainResult
 from depthlib.train.optim import WarmupCosine, make_optimizer
 from depthlib.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from depthlib.train.runlog import RunLog, accumulate, epoch_row, summary_line
@@ -56,90 +41,59 @@ from depthlib.train.runlog import RunLog, accumulate, epoch_row, summary_line
 __all__ = ["fit"]
 
 
-def _unpack(out: Any) -> tuple[torch.Tensor, Mapping[str, Any]]:
-    loss, logs = (out[0], out[1]) if isinstance(out, tuple) else (out, {})
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise TypeError("Task.training_step must return a scalar loss tensor, or (loss, dict)")
-    return loss, logs or {}
+class TrainingRun:
+    """The state of one :func:`fit` call, its methods the phases of the loop. ``model`` is the
+    plain module (what checkpoints store and validation sees); ``wrapped`` is what forward passes
+    go through: DDP's wrapper under torchrun, else the model itself."""
 
-
-class _Run:
-    """The mutable state of one :func:`fit` call; the methods are the phases of the loop."""
-
-    def __init__(
-        self, model, task, loader, config, run_dir, device, progress, run_config, model_config
-    ):
-        self.model, self.task, self.loader, self.config = model, task, loader, config
-        self.run_dir, self.device = run_dir, device
+    def __init__(self, wrapped, task, loader, config, run_dir, device, progress, run_config):
+        self.wrapped, self.task, self.loader, self.config = wrapped, task, loader, config
+        self.model, self.run_dir, self.device = dist.unwrap_model(wrapped), run_dir, device
         self.main = dist.is_main_process()
+        self.say = write if self.main else lambda message: None
         self.t_start = time.monotonic()
         self.store = CheckpointStore(run_dir / "checkpoints", config.keep_last) if run_dir else None
         self.log = RunLog(run_dir if self.main else None)
         self.progress = progress and self.main
-        self.run_config, self.model_config = dict(run_config or {}), model_config
-
-        model.to(device)
-        self.plain = dist.unwrap_model(model)
-        self.optimizer = make_optimizer(
-            model, config.lr, config.weight_decay, config.betas, config.no_decay_keys
-        )
+        self.run_config = dict(run_config or {})
+        self.optimizer = make_optimizer(wrapped, config.lr, config.weight_decay)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        micro = steps_per_epoch(
-            loader, config.steps_per_epoch and config.steps_per_epoch * config.accumulate
-        )
-        self.steps_per_epoch = micro // config.accumulate
+        micro = config.micro_batch
+        self.accumulate = config.batch_size // micro if isinstance(micro, int) else 1
+        self.steps_per_epoch = len(loader) // self.accumulate
         if self.steps_per_epoch < 1:
             raise ConfigError(
-                f"The loader gives {micro} micro-batches per epoch, fewer than the "
-                f"{config.accumulate} that make one step; lower accumulate or use more data."
+                f"The training loader gives {len(loader)} batches per epoch (on each of "
+                f"{dist.world_size()} processes), fewer than the {self.accumulate} of one step. "
+                "Lower the batch size, use fewer processes or more data."
             )
         total = config.epochs * self.steps_per_epoch
         self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.scheduler = WarmupCosine(
-            self.optimizer,
-            total_steps=self.total_steps,
-            warmup_steps=round(config.warmup * self.steps_per_epoch),
-            min_ratio=config.min_lr_ratio,
-            weight_decay_end=config.weight_decay_end,
+            self.optimizer, self.total_steps, warmup, config.min_lr_ratio, config.weight_decay_end
         )
         self.step = self.epoch = self.batch_in_epoch = 0  # epoch = epochs finished
-        self.history: list[dict] = []
-        self.metrics: dict = {}
-        self.best_value: float | None = None
-        self.epoch_stats: dict = {}
-        self.rng_to_restore: dict | None = None
+        self.history, self.metrics, self.epoch_stats = [], {}, {}
+        self.best_value = self.rng_to_restore = None
         self.last_ckpt = self.store.latest() if self.store else None
 
-    # ------------------------------------------------------------------ messages and results
-    def say(self, message: str) -> None:
-        if self.main:
-            write(message)
-
     def result(self, stop_reason: str) -> TrainResult:
-        return TrainResult(
-            history=self.history,
-            final_metrics=self.metrics,
-            step=self.step,
-            epoch=self.epoch,
-            stop_reason=stop_reason,
-            elapsed_s=time.monotonic() - self.t_start,
-            out_dir=self.run_dir,
-            checkpoint=self.last_ckpt,
-            best_checkpoint=self.store.best() if self.store else None,
-            log_paths=self.log.paths,
-        )
+        elapsed, best = time.monotonic() - self.t_start, self.store and self.store.best()
+        return TrainResult(self.history, self.metrics, self.step, self.epoch, stop_reason,
+                           elapsed, self.run_dir, self.last_ckpt, best, self.log.paths)  # fmt: skip
 
     @property
     def finished(self) -> bool:
         return self.step >= self.total_steps or self.epoch >= self.config.epochs
 
-    # ------------------------------------------------------------------ start: fresh or resumed
     def start(self, resume: bool, overwrite: bool) -> None:
-        if resume and self.last_ckpt is None:
-            self.say(f"No checkpoint in {shown_path(self.run_dir)}: starting a fresh run there.")
-        elif resume:
-            self._load(self.last_ckpt)
-            return
+        if resume and self.last_ckpt is not None:
+            return self._load(self.last_ckpt)
+        if resume:
+            self.say(
+                f"No checkpoint in {printable_path(self.run_dir)}: starting a fresh run there."
+            )
         elif self.last_ckpt is not None:
             if not overwrite:
                 raise ConfigError(
@@ -154,7 +108,7 @@ class _Run:
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
-        ckpt.restore_model(self.plain)
+        ckpt.restore_model(self.model)
         state = ckpt.state
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -187,11 +141,9 @@ class _Run:
         # exact for everything drawn from per-batch seeds (masks, augmentation) on every rank.
         self.rng_to_restore = state["rng"] if dist.rank() == 0 else None
         self.log.rewrite(self.history)  # drop rows a killed run wrote after this checkpoint
-        changed = self.config.changes_from(ckpt.meta.get("config", {}))
-        if changed:
+        if changed := self.config.changes_from(ckpt.meta.get("config", {})):
             self.say("Resuming with changed settings: " + ", ".join(changed) + ".")
 
-    # ------------------------------------------------------------------ checkpoints
     def save(self, name: str) -> None:
         if self.store is None or not self.main:
             return
@@ -199,28 +151,21 @@ class _Run:
         key = self.config.best_metric
         if key and self.batch_in_epoch == 0 and key in self.metrics:
             value = float(self.metrics[key])
-            if (
-                self.best_value is None
-                or (self.config.best_mode == "min" and value < self.best_value)
-                or (self.config.best_mode == "max" and value > self.best_value)
-            ):
+            if self.best_value is None or value < self.best_value:
                 self.best_value, is_best = value, True
+        position = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                    "world_size": dist.world_size()}  # fmt: skip
         state = {
+            **position,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng_state(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
             "best": self.best_value,
             "epoch_stats": self.epoch_stats,
-            "world_size": dist.world_size(),
             "steps_per_epoch": self.steps_per_epoch,
         }
         meta = {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
+            **position,
             "finished": self.finished,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "elapsed_s": round(time.monotonic() - self.t_start, 3),
@@ -228,20 +173,15 @@ class _Run:
             "run_config": self.run_config,
             "metrics": self.metrics,
             "history": self.history,
-            "model": model_spec(self.plain, self.model_config),
-            "world_size": dist.world_size(),
+            "model": model_spec(self.model),
             "torch_version": torch.__version__,
         }
-        weights = model_weights(self.plain)
+        weights = self.model.state_dict()
         self.last_ckpt = self.store.save(name, weights, state, meta, best=is_best)
 
-    # ------------------------------------------------------------------ the loop
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
-        last = (
-            f"the last good checkpoint is {shown_path(self.last_ckpt)}"
-            if self.last_ckpt
-            else "no checkpoint had been written yet"
-        )
+        last = self.last_ckpt and f"the last good checkpoint is {printable_path(self.last_ckpt)}"
+        last = last or "no checkpoint had been written yet"
         return TrainingDiverged(
             f"Non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch + 1}, batch "
             f"{self.batch_in_epoch + 1} of {self.steps_per_epoch}). The weights were not updated "
@@ -250,30 +190,27 @@ class _Run:
             "resume=True."
         )
 
-    def _train_step(self, group: list) -> float:
-        """One optimizer step over ``group``: micro-batches whose gradients accumulate (one
-        micro-batch unless ``TrainConfig.accumulate`` > 1), each loss scaled by 1/len(group)."""
+    def _train_step(self, group: list) -> None:
+        """One optimizer step over ``group``: micro-batches whose gradients add up (one unless
+        ``micro_batch`` is set), each loss scaled by 1/len(group)."""
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for i, micro in enumerate(group):
             last = i == len(group) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else (
-                self.model.no_sync()  # DDP: all-reduce the gradients once, after the last one
+            sync = contextlib.nullcontext() if last or self.wrapped is self.model else (
+                self.wrapped.no_sync()  # DDP: all-reduce the gradients once, after the last one
             )  # fmt: skip
             with sync:
-                loss, logs = _unpack(
-                    self.task.training_step(self.model, to_device(micro, self.device))
-                )
+                out = self.task.training_step(self.wrapped, to_device(micro, self.device))
+                loss, logs = out if isinstance(out, tuple) else (out, {})
                 (loss / len(group)).backward()
             for key, value in {"loss": loss, **logs}.items():
                 value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
                 sums[key] = sums.get(key, 0.0) + value / len(group)
-        keys = sorted(k for k in sums if k != "loss")
+        keys = ["loss", *sorted(k for k in sums if k != "loss")]
         # The global batch's loss and logs (one all-reduce; NaN anywhere → NaN on every rank).
-        loss_value, *values = dist.mean_over_ranks(
-            [sums["loss"], *(sums[k] for k in keys)], self.device
-        )
-        logs = dict(zip(keys, values, strict=True))
+        loss_value, *values = dist.mean_over_ranks([sums[k] for k in keys], self.device)
+        logs = dict(zip(keys[1:], values, strict=True))
         if not math.isfinite(loss_value):
             raise self._diverged("loss", loss_value)
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip or math.inf))
@@ -285,7 +222,6 @@ class _Run:
         self.batch_in_epoch += 1
         samples = sum(batch_size_of(micro) or 0 for micro in group)
         accumulate(self.epoch_stats, loss_value, logs, samples and samples * dist.world_size())
-        return loss_value
 
     def _should_stop(self, signals: dist.StopSignals) -> str | None:
         budget = self.config.time_budget_s
@@ -297,69 +233,56 @@ class _Run:
     def _end_epoch(self) -> dict:
         self.epoch += 1
         self.batch_in_epoch = 0
-        if self.main and hasattr(self.task, "validate"):
-            self.metrics = dict(self.task.validate(self.plain, self.epoch) or {})
+        if self.main:
+            self.metrics = dict(self.task.validate(self.model, self.epoch) or {})
+        elapsed = time.monotonic() - self.t_start
         row = epoch_row(
-            self.epoch,
-            self.step,
-            self.scheduler.lr,
-            self.epoch_stats,
-            self.metrics,
-            time.monotonic() - self.t_start,
+            self.epoch, self.step, self.scheduler.lr, self.epoch_stats, self.metrics, elapsed
         )
-        if self.main and hasattr(self.task, "on_epoch_end"):
-            row.update(self.task.on_epoch_end(self.plain, self.epoch, row) or {})
-        self.model.train()
+        if self.main:
+            row.update(self.task.on_epoch_end(self.model, self.epoch, row) or {})
+        self.wrapped.train()
         self.history.append(row)
         self.epoch_stats = {}
         self.log.append(row, self.history)
         self.save(CheckpointStore.epoch_name(self.epoch))
         return row
 
+    def _epoch_batches(self):
+        """This epoch's step groups of micro-batches, from where the run stands in it."""
+        self.loader.set_epoch(self.epoch)
+        if self.batch_in_epoch:
+            self.loader.skip_batches(self.batch_in_epoch * self.accumulate)
+        batches = grouped(iter(self.loader), self.accumulate)
+        if self.rng_to_restore is not None:  # after skipping, before the first new batch
+            restore_rng_state(self.rng_to_restore)
+            self.rng_to_restore = None
+        return batches
+
     def run(self, signals: dist.StopSignals) -> str:
-        bar = progress_bar(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not self.progress,
-            unit="step",
-            dynamic_ncols=True,
-        )
-        window: list[float] = []
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step",
+                           disable=not self.progress, dynamic_ncols=True)  # fmt: skip
         try:
             while not self.finished:
                 if dist.any_rank(signals.reason is not None, self.device):
                     return "interrupted"  # the epoch checkpoint was just written
                 bar.set_description(f"epoch {self.epoch + 1}/{self.config.epochs}")
-                acc = self.config.accumulate
-                limit = self.config.steps_per_epoch and self.config.steps_per_epoch * acc
-                batches = grouped(
-                    epoch_batches(self.loader, self.epoch, self.batch_in_epoch * acc, limit), acc
-                )
-                if self.rng_to_restore is not None:  # after skipping, before the first new batch
-                    restore_rng_state(self.rng_to_restore)
-                    self.rng_to_restore = None
-                self.model.train()
+                batches = self._epoch_batches()
+                self.wrapped.train()
                 epoch_t0 = time.monotonic()
                 stop = None
                 for group in batches:
-                    window.append(self._train_step(group))
+                    self._train_step(group)
                     bar.update(1)
                     if self.step % self.config.log_every == 0 or self.finished:
-                        mean = sum(window) / len(window)
-                        seen = self.epoch_stats.get("samples", 0)
-                        rate = seen / max(time.monotonic() - epoch_t0, 1e-9)
-                        bar.set_postfix(
-                            loss=f"{mean:.4f}", lr=f"{self.scheduler.lr:.2e}", img_s=f"{rate:.1f}"
-                        )
-                        window.clear()
-                    if self.step >= self.total_steps:
+                        stats, seconds = self.epoch_stats, time.monotonic() - epoch_t0
+                        bar.set_postfix(loss=f"{stats['loss_sum'] / stats['steps']:.4f}",
+                                        lr=f"{self.scheduler.lr:.2e}",
+                                        img_s=f"{stats['samples'] / max(seconds, 1e-9):.1f}")  # fmt: skip
+                    if self.step >= self.total_steps or (stop := self._should_stop(signals)):
                         break
-                    stop = self._should_stop(signals)
-                    if stop:
-                        break
-                self.epoch_stats["time_s"] = (
-                    self.epoch_stats.get("time_s", 0.0) + time.monotonic() - epoch_t0
-                )
+                seconds = time.monotonic() - epoch_t0
+                self.epoch_stats["time_s"] = self.epoch_stats.get("time_s", 0.0) + seconds
                 if stop and self.batch_in_epoch < self.steps_per_epoch:
                     self.save(CheckpointStore.step_name(self.step))
                     return stop
@@ -376,7 +299,7 @@ class _Run:
 def fit(
     model: nn.Module,
     task: Task,
-    train_loader: Iterable | Callable[[int], Iterable],
+    loader: Loader,
     config: TrainConfig,
     out_dir: str | Path | None = None,
     resume: bool = False,
@@ -385,65 +308,55 @@ def fit(
     *,
     overwrite: bool = False,
     run_config: Mapping | None = None,
-    model_config: Any = None,
 ) -> TrainResult:
-    """Train ``model`` on ``task``; see the module docstring for the guarantees.
+    """Train ``model`` (in place) on ``task`` with the batches of ``loader`` and the job's
+    settings ``config`` (a :class:`TrainConfig` or one that extends it, stored whole in
+    ``meta.json`` with ``run_config``: profile, data path, ...).
 
-    ``train_loader``: an iterable of batches (its own ``set_epoch`` or its sampler's is called
-    every epoch) or a function ``epoch -> iterable`` (epoch from 0). ``out_dir``: where
-    ``checkpoints/``, ``log.jsonl`` and ``log.csv`` go (None: nothing is written). ``resume``:
-    continue from the latest checkpoint there (none → a fresh start, said so; a finished run →
-    nothing to do, said so). A used ``out_dir`` without ``resume`` is refused unless
-    ``overwrite``. ``run_config`` (profile, data path, ...) and ``model_config`` (how to rebuild
-    the model; default: the model's ``config`` attribute) are stored in ``meta.json``.
-    Under ``torchrun`` it joins the process group and wraps ``model`` in DDP itself (see the
-    module docstring); ``model`` stays the plain module, trained in place.
+    ``out_dir``: where ``checkpoints/``, ``log.jsonl`` and ``log.csv`` go (None: nothing is
+    written); ``resume`` continues the run there (none → a fresh start, said so); a used
+    ``out_dir`` without ``resume`` is refused unless ``overwrite``.
     """
-    if not callable(getattr(task, "training_step", None)):
-        raise TypeError("task must have a training_step(model, batch) method")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must subclass depthlib.train.Task, got {type(task).__name__}")
+    if not isinstance(loader, Loader):
+        raise ConfigError(f"fit needs a Loader (len, set_epoch, skip_batches; e.g. epoch_loader), "
+                          f"got {type(loader).__name__}.")  # fmt: skip
+    if config.micro_batch == "auto":
+        raise ConfigError("Resolve micro_batch='auto' to a number before fit (finetune does).")
     run_dir = Path(out_dir).expanduser() if out_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("resume=True needs out_dir: the folder of the run to continue.")
-    placement = dist.init_distributed()  # joins torchrun's process group; else a no-op
+    dist.init_distributed()  # joins torchrun's process group; else a no-op
     device = dist.resolve_device(device)
-    if device.type == "cuda" and device.index is None and dist.is_distributed():
-        device = placement.device  # this process's GPU (LOCAL_RANK)
     if run_dir is not None and dist.is_main_process():
         ensure_writable_dir(run_dir)  # fail before any training time is spent
-    check_sharded(train_loader, dist.world_size())
-    model = dist.prepare_model(model, device, sync_batchnorm=config.sync_batchnorm)
-    run = _Run(
-        model, task, train_loader, config, run_dir, device, progress, run_config, model_config
-    )
+    check_sharded(loader, dist.world_size())
+    wrapped = dist.prepare_model(model, device, sync_batchnorm=config.sync_batchnorm)
+    run = TrainingRun(wrapped, task, loader, config, run_dir, device, progress, run_config)
     seed_everything(config.seed + dist.rank())
     run.start(resume, overwrite)
     if resume and run.last_ckpt is not None and run.finished:
         run.say(
-            f"The run in {shown_path(run_dir)} is already complete (epoch {run.epoch}, step {run.step}); "
-            "nothing to do. Raise epochs or max_steps to continue it, or use a new out_dir."
+            f"The run in {printable_path(run_dir)} is already complete (epoch {run.epoch}, step "
+            f"{run.step}); nothing to do. Raise epochs or max_steps to continue it, or use a "
+            "new out_dir."
         )
         return run.result("already_complete")
     if run.step:
         run.say(
-            f"Resuming from {shown_path(run.last_ckpt)} at epoch {run.epoch + 1}, step {run.step}."
+            f"Resuming from {printable_path(run.last_ckpt)} at epoch {run.epoch + 1}, step {run.step}."
         )
-
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with dist.StopSignals() as signals:
-            stop_reason = run.run(signals)
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-    if stop_reason == "interrupted":
-        run.say(
-            f"Stopped by {signals.reason} at step {run.step}; checkpoint: {shown_path(run.last_ckpt)}. "
-            "Continue with resume=True (--resume)."
+    with dist.StopSignals() as signals:
+        stop_reason = run.run(signals)
+    if stop_reason in ("interrupted", "time_budget"):
+        why = (
+            f"Stopped by {signals.reason}"
+            if signals.reason
+            else f"Time budget of {config.time_budget_s:g} s used up"
         )
-    elif stop_reason == "time_budget":
         run.say(
-            f"Time budget of {config.time_budget_s:g} s used up at step {run.step} of "
-            f"{run.total_steps}; checkpoint: {shown_path(run.last_ckpt)}. Continue with resume=True."
+            f"{why} at step {run.step} of {run.total_steps}; checkpoint: "
+            f"{printable_path(run.last_ckpt)}. Continue with resume=True (--resume)."
         )
     return run.result(stop_reason)

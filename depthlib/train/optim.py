@@ -93,7 +93,6 @@ class WarmupCosine:
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        *,
         total_steps: int,
         warmup_steps: int,
         min_ratio: float = 0.0,

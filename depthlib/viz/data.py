@@ -1,9 +1,7 @@
-"""Figures of notebook 00: a gallery of RGB-D samples, knob sweeps, split depth statistics.
-
-The gallery and the sweeps take what ``depthlib.course.gallery`` computes, the statistics what the
-notebook's ``split_depth_histograms`` computes; every function returns a matplotlib Figure.
-Depth is drawn with one colour scale per figure (near = yellow, far = dark blue) so maps can be
-compared; raw-depth holes are white, as no depth colour is.
+"""Figures of notebook 00, from what ``depthlib.course.gallery`` and the notebook compute: a gallery
+of RGB-D samples, knob sweeps, split depth statistics. Depth is drawn with one colour scale per
+figure (near = yellow, far = dark blue) so maps can be compared; raw-depth holes are white, as no
+depth colour is.
 """
 
 from __future__ import annotations
@@ -18,10 +16,15 @@ from matplotlib import colormaps
 from depthlib.errors import ConfigError, DataError
 from depthlib.viz import bare
 
-__all__ = ["plot_depth_statistics", "plot_rooms_gallery", "plot_rooms_knobs", "show_depth"]
+__all__ = [
+    "depth_vmax",
+    "plot_depth_statistics",
+    "plot_rooms_gallery",
+    "plot_rooms_knobs",
+    "show_depth",
+]
 
 DEPTH_CMAP = "plasma_r"
-HOLE_COLOR = "white"
 SPLIT_COLORS = {"train": "#4C72B0", "test": "#DD8452"}
 KNOB_MEANINGS = {
     "light": "overall light level (ambient and lamp together; 1 = normal)",
@@ -36,18 +39,15 @@ KNOB_MEANINGS = {
 }
 
 
-def _depth_cmap():
-    return colormaps[DEPTH_CMAP].with_extremes(bad=HOLE_COLOR)
-
-
 def show_depth(ax, depth: np.ndarray, vmax: float, holes: bool = False, vmin: float = 0.0):
     """Draw a depth map in metres in the course's depth colours; with ``holes`` the zeros
-    (invalid pixels) are white. Also used by the knob explorer (``depthlib.viz.widgets``)."""
+    (invalid pixels) are white."""
     data = np.ma.masked_less_equal(depth, 0.0) if holes else depth
-    return ax.imshow(data, cmap=_depth_cmap(), vmin=vmin, vmax=vmax, interpolation="nearest")
+    cmap = colormaps[DEPTH_CMAP].with_extremes(bad="white")
+    return ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
 
 
-def _depth_vmax(maps) -> float:
+def depth_vmax(maps) -> float:
     """A round upper end for a shared depth scale: the largest depth shown, up to whole metres."""
     top = max((float(np.max(m)) for m in maps), default=1.0)
     return float(max(1.0, math.ceil(top)))
@@ -65,9 +65,8 @@ def plot_rooms_gallery(samples: Sequence[Mapping], rooms_per_row: int = 2):
     per_row = min(rooms_per_row, len(samples))
     rows = math.ceil(len(samples) / per_row)
     height, width = samples[0]["depth"].shape
-    panel_w = 2.6
+    panel_w, gap = 2.6, 0.12  # gap: a narrow empty column between rooms, so triplets read as units
     panel_h = panel_w * height / width + 0.45  # room for a two-line title
-    gap = 0.12  # a narrow empty column between rooms, so the triplets read as units
     ratios = ([1, 1, 1, gap] * per_row)[:-1]
     fig, grid = plt.subplots(
         rows,
@@ -79,29 +78,23 @@ def plot_rooms_gallery(samples: Sequence[Mapping], rooms_per_row: int = 2):
     )
     for ax in grid[:, 3::4].flat:
         ax.set_axis_off()
-    axes = np.delete(grid, np.s_[3::4], axis=1)
-    vmax = _depth_vmax(s["depth"] for s in samples)
-    image = None
-    for k, ax in enumerate(axes.flat):
+    axes = np.delete(grid, np.s_[3::4], axis=1).reshape(-1, 3)  # one row per room
+    for ax in axes.flat:
         bare(ax)
-        sample_no, panel = divmod(k, 3)
-        if sample_no >= len(samples):
-            ax.set_axis_off()
-            continue
-        s = samples[sample_no]
-        if panel == 0:
-            ax.imshow(s["rgb"])
-            knobs = s.get("knobs") or {}
-            extra = f" · light {knobs['light']:.2f}" if "light" in knobs else ""
-            ax.set_title(f"image {s['index']}\nRGB{extra}", fontsize=9)
-        elif panel == 1:
-            image = show_depth(ax, s["depth"], vmax)
-            d = s["depth"][s["depth"] > 0]
-            span = f"{d.min():.1f}–{d.max():.1f} m" if d.size else "no valid pixel"
-            ax.set_title(f"filled depth\n{span}", fontsize=9)
-        else:
-            show_depth(ax, s["raw_depth"], vmax, holes=True)
-            ax.set_title(f"raw depth\n{100 * s['hole_fraction']:.1f}% holes (white)", fontsize=9)
+    for ax in axes[len(samples) :].flat:
+        ax.set_axis_off()
+    vmax = depth_vmax(s["depth"] for s in samples)
+    for s, (rgb_ax, depth_ax, raw_ax) in zip(samples, axes, strict=False):
+        rgb_ax.imshow(s["rgb"])
+        knobs = s.get("knobs") or {}
+        extra = f" · light {knobs['light']:.2f}" if "light" in knobs else ""
+        rgb_ax.set_title(f"image {s['index']}\nRGB{extra}", fontsize=9)
+        image = show_depth(depth_ax, s["depth"], vmax)
+        d = s["depth"][s["depth"] > 0]
+        span = f"{d.min():.1f}–{d.max():.1f} m" if d.size else "no valid pixel"
+        depth_ax.set_title(f"filled depth\n{span}", fontsize=9)
+        show_depth(raw_ax, s["raw_depth"], vmax, holes=True)
+        raw_ax.set_title(f"raw depth\n{100 * s['hole_fraction']:.1f}% holes (white)", fontsize=9)
     bar = fig.colorbar(image, ax=grid, shrink=0.8, pad=0.01, aspect=30)
     bar.set_label("depth (m)", fontsize=10)
     return fig
@@ -129,17 +122,15 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
     block_title, panel_title, block_gap = 0.3, 0.24, 0.2
     block_rows = [2 if s["depth_changes"] else 1 for s in sweeps]
     fig_w = left + cols * pw + (cols - 1) * gap + right
-    fig_h = (
-        top + bottom + sum(block_title + panel_title + r * ph + (r - 1) * gap for r in block_rows)
-    )
-    fig_h += block_gap * (len(sweeps) - 1)
+    blocks_h = sum(block_title + panel_title + r * ph + (r - 1) * gap for r in block_rows)
+    fig_h = top + bottom + blocks_h + block_gap * (len(sweeps) - 1)
     fig = plt.figure(figsize=(fig_w, fig_h))
 
     def axes_at(x: float, y_top: float, w: float, h: float):
         """Axes from inches measured from the figure's top-left corner."""
         return fig.add_axes((x / fig_w, 1 - (y_top + h) / fig_h, w / fig_w, h / fig_h))
 
-    vmax = _depth_vmax(d for s in sweeps for d in s["depth"])
+    vmax = depth_vmax(d for s in sweeps for d in s["depth"])
     y = top
     for sweep, n_rows in zip(sweeps, block_rows, strict=True):
         knob = sweep["knob"]
@@ -148,15 +139,9 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
             if sweep["depth_changes"]
             else "depth map identical for every value"
         )
-        fig.text(
-            0.5,
-            1 - (y + block_title / 2) / fig_h,
-            f"{knob}: {KNOB_MEANINGS.get(knob, '')} — {verdict}",
-            ha="center",
-            va="center",
-            fontsize=10.5,
-            fontweight="bold",
-        )
+        title = f"{knob}: {KNOB_MEANINGS.get(knob, '')} — {verdict}"
+        y_mid = 1 - (y + block_title / 2) / fig_h
+        fig.text(0.5, y_mid, title, ha="center", va="center", fontsize=10.5, fontweight="bold")
         y += block_title + panel_title
         image = None
         for r in range(n_rows):
@@ -177,18 +162,11 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
             y += ph + (gap if r + 1 < n_rows else 0)
         if image is not None:
             cax = axes_at(fig_w - right + 0.1, y - ph, 0.14, ph)
-            bar = fig.colorbar(image, cax=cax)
-            bar.set_label("m", fontsize=9)
+            fig.colorbar(image, cax=cax).set_label("m", fontsize=9)
         y += block_gap
     own = ", ".join(f"{s['knob']} {_format_value(s['knob'], s['own_value'], 2)}" for s in sweeps)
-    fig.text(
-        0.5,
-        bottom / 2 / fig_h,
-        f"room {sweeps[0]['index']} of seed {sweeps[0]['seed']}; its own draws: {own}",
-        ha="center",
-        va="center",
-        fontsize=9,
-    )
+    room = f"room {sweeps[0]['index']} of seed {sweeps[0]['seed']}; its own draws: {own}"
+    fig.text(0.5, bottom / 2 / fig_h, room, ha="center", va="center", fontsize=9)
     return fig
 
 
@@ -221,14 +199,10 @@ def plot_depth_statistics(
         color = SPLIT_COLORS.get(split)
         ax.stairs(share, bins, label=None, color=color, lw=1.8)
         ax.axvline(h["median"], color=color, ls="--", lw=1.2)
-        ax.plot(
-            [],
-            [],
-            color=color,
-            lw=1.8,
-            label=f"{split}: {h['n_images']} images, median {h['median']:.2f} m, "
-            f"mean {h['mean']:.2f} m",
+        label = (
+            f"{split}: {h['n_images']} images, median {h['median']:.2f} m, mean {h['mean']:.2f} m"
         )
+        ax.plot([], [], color=color, lw=1.8, label=label)  # a line in the legend, not a patch
     ax.set_xlabel("depth of valid pixels (m)")
     width = float(np.diff(next(iter(histograms.values()))["bins"]).mean())
     ax.set_ylabel(f"% of pixels per {100 * width:.0f} cm bin")
@@ -251,6 +225,5 @@ def plot_depth_statistics(
                 f" · RMSE {baseline['rmse']:.3f} m"
             )
         ax.set_title(title, fontsize=11)
-        bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
-        bar.set_label("depth (m)")
+        fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02).set_label("depth (m)")
     return fig

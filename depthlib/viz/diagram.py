@@ -1,7 +1,10 @@
-"""Drawing primitives for the architecture diagrams: a canvas in inches, arrows, boxes, cell
-grids and thumbnails, so :mod:`depthlib.viz.spark_architecture` only decides what goes where."""
+"""Drawing primitives of the architecture diagrams (a canvas in inches, arrows, boxes, cell grids,
+thumbnails) and the forward pass that measures what they show, so the two architecture modules
+only decide what goes where."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -9,28 +12,27 @@ import torch
 from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.patches import FancyBboxPatch
 
-__all__ = [
-    "DECODER_COLOR",
-    "EMPTY_COLOR",
-    "ENCODER_COLOR",
-    "LOSS_COLOR",
-    "TOKEN_COLOR",
-    "arrow",
-    "box",
-    "canvas",
-    "cell_grid",
-    "label",
-    "picture",
-    "placeholder",
-    "shape_text",
-]
-
 EMPTY_COLOR = "#e6e6e6"
 TOKEN_COLOR = "#DD8452"
 DECODER_COLOR = "#55A868"
 LOSS_COLOR = "#C44E52"
 ENCODER_COLOR = "#4C72B0"
 ARROW = {"arrowstyle": "-|>", "color": "#444444", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
+
+
+def record_outputs(modules: Mapping[str, torch.nn.Module], run: Callable[[], object]) -> dict:
+    """Call ``run()`` once with forward hooks on ``modules``: ``{name: output, "result": ...}``."""
+    seen: dict = {}
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+        for name, module in modules.items()
+    ]
+    try:
+        seen["result"] = run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
 
 
 def canvas(width: float, height: float):
@@ -53,20 +55,13 @@ def arrow(ax, start, end, text=None, rad=0.0, color="#444444", style="-", offset
         ax.text(*mid, text, ha="center", va="bottom", fontsize=7.5, color=color)
 
 
-def box(ax, center, size, text, color, fontsize=8.0, alpha=0.18, **text_kw):
+def box(ax, center, size, text, color, alpha=0.18):
     """A rounded box (tinted ``color``, solid border) with centred text."""
     (x, y), (w, h) = center, size
-    patch = FancyBboxPatch(
-        (x - w / 2, y - h / 2),
-        w,
-        h,
-        boxstyle="round,pad=0.02,rounding_size=0.08",
-        facecolor=to_rgba(color, alpha),
-        edgecolor=color,
-        lw=1.2,
-    )
-    ax.add_patch(patch)
-    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, **text_kw)
+    style = "round,pad=0.02,rounding_size=0.08"
+    fill = to_rgba(color, alpha)
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, style, fc=fill, ec=color, lw=1.2))
+    ax.text(x, y, text, ha="center", va="center", fontsize=8.0)
 
 
 def shape_text(t: torch.Tensor) -> str:
@@ -75,8 +70,9 @@ def shape_text(t: torch.Tensor) -> str:
     return f"{c}×{h}×{w}"
 
 
-def cell_grid(ax, codes: np.ndarray, center, width, colors, lines=True):
-    """Draw an (h, w) code map as cells centred at ``center``, ``width`` inches wide."""
+def cell_grid(ax, codes: np.ndarray, center, width, colors):
+    """Draw an (h, w) code map as cells centred at ``center``, ``width`` inches wide; returns
+    its height. Cells get white borders unless the grid is finer than 32 cells."""
     h, w = codes.shape
     height = width * h / w
     x0, y0 = center[0] - width / 2, center[1] - height / 2
@@ -88,7 +84,7 @@ def cell_grid(ax, codes: np.ndarray, center, width, colors, lines=True):
         extent=(x0, x0 + width, y0, y0 + height),
         interpolation="nearest",
     )
-    if lines and max(h, w) <= 32:
+    if max(h, w) <= 32:
         for i in range(h + 1):
             ax.plot([x0, x0 + width], [y0 + i * height / h] * 2, color="white", lw=0.5)
         for j in range(w + 1):

@@ -12,17 +12,11 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
+from depthlib.course.masking_demo import drop_patches, zero_out
 from depthlib.errors import DataError
-from depthlib.spark.masks import (
-    as_mask,
-    drop_patches,
-    kept_patch_count,
-    make_patch_mask,
-    unpatchify,
-    upsample_mask,
-    zero_out,
-)
-from depthlib.viz import bare, hwc
+from depthlib.spark.model import kept_patch_count, make_patch_mask, unpatchify
+from depthlib.spark.sparse import upsample_mask
+from depthlib.viz import bare, hwc, patch_lines
 
 __all__ = ["plot_mask_grid", "plot_mask_seeds", "plot_masking_strategies", "show_masked"]
 
@@ -41,20 +35,12 @@ def _image(image: torch.Tensor) -> torch.Tensor:
 
 def _one_mask(mask: torch.Tensor) -> torch.Tensor:
     """A single (1, 1, h, w) patch mask from (h, w), (1, h, w) or (1, 1, h, w)."""
-    if mask.dim() == 2:
-        mask = mask[None]
-    mask = as_mask(mask)
+    if mask.dtype != torch.bool:
+        raise DataError(f"a mask is a bool tensor (True = visible), got {mask.dtype}.")
+    mask = mask.reshape(-1, 1, *mask.shape[-2:])
     if mask.shape[0] != 1:
         raise DataError(f"expected the mask of one image, got a batch of {mask.shape[0]}.")
     return mask.cpu()
-
-
-def _patch_lines(ax, grid: tuple[int, int], patch: float, color="white", alpha=0.5, lw=0.6):
-    gh, gw = grid
-    for i in range(1, gh):
-        ax.axhline(i * patch - 0.5, color=color, alpha=alpha, lw=lw)
-    for j in range(1, gw):
-        ax.axvline(j * patch - 0.5, color=color, alpha=alpha, lw=lw)
 
 
 def show_masked(ax, image: torch.Tensor, mask: torch.Tensor, patch: int) -> int:
@@ -62,7 +48,7 @@ def show_masked(ax, image: torch.Tensor, mask: torch.Tensor, patch: int) -> int:
     the number of visible patches. Shared by the mask grid figure and the mask explorer."""
     image, mask = _image(image), _one_mask(mask)
     ax.imshow(hwc(zero_out(image[None], mask, 0.12)[0]))
-    _patch_lines(ax, tuple(mask.shape[-2:]), patch, alpha=0.25, lw=0.4)
+    patch_lines(ax, image.shape[-2:], patch, color="white", alpha=0.25, lw=0.4)
     bare(ax)
     return int(mask.sum())
 
@@ -70,11 +56,11 @@ def show_masked(ax, image: torch.Tensor, mask: torch.Tensor, patch: int) -> int:
 def _cell_map(ax, values: np.ndarray, colors: Sequence[str]) -> None:
     """Draw an (h, w) integer map as coloured cells with thin white borders."""
     ax.imshow(values, cmap=ListedColormap(list(colors)), vmin=0, vmax=len(colors) - 1)
-    _patch_lines(ax, values.shape, 1.0, color="white", alpha=1.0, lw=1.0)
+    patch_lines(ax, values.shape, 1, color="white", alpha=1.0, lw=1.0)
     bare(ax)
 
 
-def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_font: float = 7):
+def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor):
     """The report's Figure 1 from our code: one row per strategy (zero-out, drop, sparse),
     columns = the input, what the network sees, the data structure it computes on.
 
@@ -87,7 +73,7 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
         raise DataError(
             f"image {height}x{width} is not a whole number of square patches of {gh}x{gw}."
         )
-    patch = height // gh
+    patch, font = height // gh, 7  # font: of the labels inside cells
     visible = mask[0, 0].numpy()
     n_all, n_vis = gh * gw, int(visible.sum())
     batch = image[None]
@@ -102,35 +88,18 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
     rows = ("1 · zero-out\n(dense CNN)", "2 · drop\n(MAE / ViT tokens)", "3 · sparse\n(SparK)")
     for ax, label in zip(axes[:, 0], rows, strict=True):
         ax.set_ylabel(label, fontsize=12, fontweight="bold", labelpad=10)
-    input_titles = (
-        f"{height}×{width} image,\n{gh}×{gw} patches of {patch}×{patch} pixels",
-        f"mask ratio {1 - n_vis / n_all:.2f}:\n{n_vis} of {n_all} patches stay visible",
-        "the same image and mask\nin every row",
-    )
-    for ax, title in zip(axes[:, 0], input_titles, strict=True):
         ax.imshow(hwc(image))
-        _patch_lines(ax, (gh, gw), patch)
-        ax.set_title(title, fontsize=10)
-        bare(ax)
+        patch_lines(ax, (height, width), patch, color="white", alpha=0.5, lw=0.6)
 
     # 1 · zero-out: a full image with black squares; every position is computed.
-    ax = axes[0, 1]
-    ax.imshow(hwc(zero_out(batch, mask)[0]))
-    ax.set_title("masked pixels set to 0: they look like data", fontsize=10)
-    bare(ax)
+    axes[0, 1].imshow(hwc(zero_out(batch, mask)[0]))
     ax = axes[0, 2]
     _cell_map(ax, np.where(visible, 1, 0), [MASKED_COLOR, VISIBLE_COLOR])
     for y, x in zip(*np.nonzero(~visible), strict=True):
-        ax.text(x, y, "0", ha="center", va="center", color="white", fontsize=cell_font)
-    ax.set_title(
-        f"dense tensor 3×{height}×{width}: all {n_all} patches computed,\n"
-        f"{n_all - n_vis} of them hold fake zeros",
-        fontsize=10,
-    )
+        ax.text(x, y, "0", ha="center", va="center", color="white", fontsize=font)
 
     # 2 · drop: only the visible patches, as a sequence of tokens with their positions.
     dropped = drop_patches(batch, mask)
-    positions = dropped.positions[0].tolist()
     cols = min(gw, math.ceil(math.sqrt(n_vis * 1.6)))
     rows_ = math.ceil(n_vis / cols)
     tokens = dropped.tokens.new_full((1, rows_ * cols, dropped.tokens.shape[-1]), float("nan"))
@@ -139,65 +108,47 @@ def plot_masking_strategies(image: torch.Tensor, mask: torch.Tensor, *, cell_fon
     ax = axes[1, 1]
     ax.set_facecolor("white")
     ax.imshow(np.nan_to_num(hwc(tiles), nan=1.0))
-    _patch_lines(ax, (rows_, cols), patch, color="white", alpha=1.0, lw=2.0)
-    for k, pos in enumerate(positions):
+    patch_lines(ax, tiles.shape[-2:], patch, color="white", alpha=1.0, lw=2.0)
+    white = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}
+    tag = {"ha": "left", "va": "top", "fontsize": font, "color": "black", "bbox": white}
+    for k, pos in enumerate(dropped.positions[0].tolist()):
         r, c = divmod(k, cols)
-        ax.text(
-            c * patch + 2,
-            r * patch + 2,
-            str(pos),
-            ha="left",
-            va="top",
-            fontsize=cell_font,
-            color="black",
-            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
-        )
-    ax.set_title(
-        f"a sequence of {n_vis} tokens (visible patches only),\nread row by row; label = position",
-        fontsize=10,
-    )
-    bare(ax)
+        ax.text(c * patch + 2, r * patch + 2, str(pos), **tag)
     ax = axes[1, 2]
     _cell_map(ax, np.where(visible, 1, 0), [ABSENT_COLOR, VISIBLE_COLOR])
     for y, x in zip(*np.nonzero(visible), strict=True):
-        ax.text(x, y, str(y * gw + x), ha="center", va="center", color="white", fontsize=cell_font)
-    ax.set_title(
-        f"{n_vis} tokens + their positions on the {gh}×{gw} grid:\n"
-        f"the {n_all - n_vis} masked patches do not exist",
-        fontsize=10,
-    )
+        ax.text(x, y, str(y * gw + x), ha="center", va="center", color="white", fontsize=font)
 
     # 3 · sparse: visible pixels only; a set of active sites that is the same at every scale.
-    ax = axes[2, 1]
     pixel = upsample_mask(mask, (height, width))[0, 0].numpy()
     rgba = np.concatenate([hwc(image), pixel[..., None].astype(np.float32)], axis=-1)
-    ax.add_patch(
-        Rectangle(
-            (-0.5, -0.5),
-            width,
-            height,
-            facecolor=ABSENT_COLOR,
-            edgecolor="#bbbbbb",
-            hatch="///",
-            zorder=0,
-        )
-    )
-    ax.imshow(rgba, zorder=1)
-    ax.set_title(
-        "only visible pixels exist; masked ones are\nnot zero, they are absent", fontsize=10
-    )
-    bare(ax)
+    hatched = {"facecolor": ABSENT_COLOR, "edgecolor": "#bbbbbb", "hatch": "///", "zorder": 0}
+    axes[2, 1].add_patch(Rectangle((-0.5, -0.5), width, height, **hatched))
+    axes[2, 1].imshow(rgba, zorder=1)
     ax = axes[2, 2]
     _cell_map(ax, np.zeros_like(visible, dtype=int), [ABSENT_COLOR])
     ys, xs = np.nonzero(visible)
     ax.scatter(xs, ys, s=70, color=VISIBLE_COLOR, zorder=3)
     for y, x in zip(ys, xs, strict=True):
-        ax.text(x, y + 0.42, f"{y},{x}", ha="center", va="center", fontsize=cell_font - 1.5)
-    ax.set_title(
+        ax.text(x, y + 0.42, f"{y},{x}", ha="center", va="center", fontsize=font - 1.5)
+
+    titles = (
+        f"{height}×{width} image,\n{gh}×{gw} patches of {patch}×{patch} pixels",
+        "masked pixels set to 0: they look like data",
+        f"dense tensor 3×{height}×{width}: all {n_all} patches computed,\n"
+        f"{n_all - n_vis} of them hold fake zeros",
+        f"mask ratio {1 - n_vis / n_all:.2f}:\n{n_vis} of {n_all} patches stay visible",
+        f"a sequence of {n_vis} tokens (visible patches only),\nread row by row; label = position",
+        f"{n_vis} tokens + their positions on the {gh}×{gw} grid:\n"
+        f"the {n_all - n_vis} masked patches do not exist",
+        "the same image and mask\nin every row",
+        "only visible pixels exist; masked ones are\nnot zero, they are absent",
         f"a set of {n_vis} active sites (y, x) with C features each;\n"
         "the same sites at every stride (sparse conv keeps them)",
-        fontsize=10,
     )
+    for ax, title in zip(axes.flat, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        bare(ax)
     return fig
 
 

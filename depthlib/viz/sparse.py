@@ -1,12 +1,10 @@
 """Figures of notebook 02: dense vs sparse convolution (the report's Figure 2), the zero-out problem
-in numbers, the sparse encoder's stages and the sparse-vs-dense timing.
-
-Each function takes the data the notebook computes (its dicts are described below; the timing rows
-come from :func:`depthlib.course.sparse_reference.measure_sparse_vs_dense`) and returns a Figure.
-Stage s is the feature map at stride 2**s (smp's encoder output s)."""
+in numbers, the sparse encoder's stages and the sparse-vs-dense timing, each from the dicts the
+notebook computes. Stage s is the feature map at stride 2**s (smp's encoder output s)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -16,7 +14,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from depthlib.errors import DataError
-from depthlib.viz import bare
+from depthlib.viz import bare, patch_lines
 
 __all__ = [
     "plot_conv_vs_sparse_conv",
@@ -35,11 +33,7 @@ _SITES = ListedColormap(["#eeeeee", SPARSE_COLOR, DENSE_COLOR])
 def _sites(ax, codes: np.ndarray, patch: int | None) -> None:
     ax.imshow(codes, cmap=_SITES, vmin=0, vmax=2, interpolation="nearest")
     if patch:
-        h, w = codes.shape
-        for y in range(patch, h, patch):
-            ax.axhline(y - 0.5, color="white", lw=0.8)
-        for x in range(patch, w, patch):
-            ax.axvline(x - 0.5, color="white", lw=0.8)
+        patch_lines(ax, codes.shape, patch, color="white", lw=0.8)
     bare(ax)
 
 
@@ -57,18 +51,13 @@ def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None, stage: 
     sparse = [np.asarray(s, dtype=bool) for s in footprints["sparse"]]
     if not dense or len(dense) != len(sparse):
         raise DataError("footprints need as many dense as sparse layers, at least one.")
-    layers, n_masked = len(dense), int((~visible).sum())
-    fig, axes = plt.subplots(
-        2, layers + 1, figsize=(3.3 * (layers + 1), 5.6), squeeze=False, layout="constrained"
-    )
-    rows = (
-        ("dense conv\n(zero-filled input)", dense),
-        ("sparse conv\n(SparK, submanifold)", sparse),
-    )
+    n, n_masked = len(dense) + 1, int((~visible).sum())
+    fig, axes = plt.subplots(2, n, figsize=(3.3 * n, 5.6), squeeze=False, layout="constrained")
+    labels = ("dense conv\n(zero-filled input)", "sparse conv\n(SparK, submanifold)")
     # one window centred on a masked site that touches a visible one, to show why it gets a value
     ring = np.argwhere(dense[0] & ~visible)
     window = ring[len(ring) // 2] if len(ring) else None
-    for r, (label, maps) in enumerate(rows):
+    for r, (label, maps) in enumerate(zip(labels, (dense, sparse), strict=True)):
         ax = axes[r, 0]
         _sites(ax, np.where(visible, 1, 0), patch)
         ax.set_title(f"input: {int(visible.sum())} visible sites", fontsize=10)
@@ -97,15 +86,9 @@ def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None, stage: 
         frameon=False,
     )
     where = f" (stage {stage}, stride {2**stage})" if stage is not None else ""
-    fig.suptitle(
-        f"3×3 convolutions on a masked {visible.shape[0]}×{visible.shape[1]} feature map{where}",
-        fontsize=12,
-    )
+    h, w = visible.shape
+    fig.suptitle(f"3×3 convolutions on a masked {h}×{w} feature map{where}", fontsize=12)
     return fig
-
-
-def _channel_labels(n: int) -> list[str]:
-    return ["R", "G", "B"] if n == 3 else [f"c{i}" for i in range(n)]
 
 
 def plot_zero_out_problem(
@@ -129,28 +112,13 @@ def plot_zero_out_problem(
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.3), layout="constrained")
     ax = axes[0]
     layers = [r["layer"] for r in smearing]
-    ax.plot(
-        layers,
-        [100 * r["dense_masked_nonzero"] for r in smearing],
-        "o-",
-        color=DENSE_COLOR,
-        label="dense: masked positions ≠ 0",
-    )
-    ax.plot(
-        layers,
-        [100 * r["visible_changed"] for r in smearing],
-        "s--",
-        color=DENSE_COLOR,
-        alpha=0.7,
-        label="dense: visible features changed",
-    )
-    ax.plot(
-        layers,
-        [100 * r["sparse_masked_nonzero"] for r in smearing],
-        "o-",
-        color=SPARSE_COLOR,
-        label="sparse: masked positions ≠ 0",
-    )
+    for key, style, alpha, color, label in (
+        ("dense_masked_nonzero", "o-", 1.0, DENSE_COLOR, "dense: masked positions ≠ 0"),
+        ("visible_changed", "s--", 0.7, DENSE_COLOR, "dense: visible features changed"),
+        ("sparse_masked_nonzero", "o-", 1.0, SPARSE_COLOR, "sparse: masked positions ≠ 0"),
+    ):
+        values = [100 * r[key] for r in smearing]
+        ax.plot(layers, values, style, color=color, alpha=alpha, label=label)
     ax.set_xticks(layers)
     ax.set_ylim(-3, 103)
     ax.set_xlabel(layer_label)
@@ -159,9 +127,9 @@ def plot_zero_out_problem(
     ax.legend(fontsize=9, loc="upper left")
     ax.grid(alpha=0.3)
 
-    names = _channel_labels(bn["channels"])
-    x = np.arange(len(names))
-    width = 0.27
+    n = bn["channels"]
+    names = ["R", "G", "B"] if n == 3 else [f"c{i}" for i in range(n)]
+    x, width = np.arange(n), 0.27
     for ax, stat, title in (
         (axes[1], "mean", "(b) BatchNorm mean"),
         (axes[2], "var", "(c) BatchNorm variance"),
@@ -228,9 +196,8 @@ def plot_encoder_stages(rows: Sequence[dict]):
         )
     axes[0, 0].set_ylabel("dense encoder\n(zero-filled input)", fontsize=10, fontweight="bold")
     axes[1, 0].set_ylabel("sparse encoder\n(SparK)", fontsize=10, fontweight="bold")
-    fig.suptitle(
-        "mean |feature| over channels, first image (random ResNet, training mode)", fontsize=11
-    )
+    title = "mean |feature| over channels, first image (random ResNet, training mode)"
+    fig.suptitle(title, fontsize=11)
     return fig
 
 
@@ -241,47 +208,26 @@ def plot_sparse_timing(rows: Sequence[dict]):
         raise DataError("plot_sparse_timing needs at least one measurement row.")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained")
     channels = sorted({r["channels"] for r in rows})
-    markers = "osD^v"
-    for i, c in enumerate(channels):
+    for c, marker in zip(channels, itertools.cycle("osD^v")):
         mine = sorted((r for r in rows if r["channels"] == c), key=lambda r: r["ratio"])
-        ratios = [r["ratio"] for r in mine]
-        marker = markers[i % len(markers)]
-        axes[0].plot(
-            ratios,
-            [r["sparse_over_dense"] for r in mine],
-            marker + "-",
-            label=f"time, {c} channels",
+        ratio, time, sparse_ms, dense_ms = (
+            [r[k] for r in mine] for k in ("ratio", "sparse_over_dense", "sparse_ms", "dense_ms")
         )
-        line = axes[1].plot(
-            ratios, [r["sparse_ms"] for r in mine], marker + "-", label=f"sparse, {c} ch"
-        )
-        axes[1].plot(
-            ratios,
-            [r["dense_ms"] for r in mine],
-            marker + "--",
-            color=line[0].get_color(),
-            alpha=0.7,
-            label=f"masked-dense, {c} ch",
-        )
+        axes[0].plot(ratio, time, marker + "-", label=f"time, {c} channels")
+        (line,) = axes[1].plot(ratio, sparse_ms, marker + "-", label=f"sparse, {c} ch")
+        style = {"color": line.get_color(), "alpha": 0.7, "label": f"masked-dense, {c} ch"}
+        axes[1].plot(ratio, dense_ms, marker + "--", **style)
     first = sorted((r for r in rows if r["channels"] == channels[0]), key=lambda r: r["ratio"])
-    axes[0].plot(
-        [r["ratio"] for r in first],
-        [r["macs_fraction"] for r in first],
-        "k:",
-        lw=2,
-        label="multiply-adds (= visible fraction)",
-    )
+    ratio, macs = [r["ratio"] for r in first], [r["macs_fraction"] for r in first]
+    axes[0].plot(ratio, macs, "k:", lw=2, label="multiply-adds (= visible fraction)")
     axes[0].axhline(1.0, color="gray", lw=1)
-    axes[0].text(first[0]["ratio"], 1.02, "masked-dense", color="gray", fontsize=9, va="bottom")
-    axes[0].set_xlabel("mask ratio")
-    axes[0].set_ylabel("sparse / masked-dense")
+    axes[0].text(ratio[0], 1.02, "masked-dense", color="gray", fontsize=9, va="bottom")
+    axes[0].set(xlabel="mask ratio", ylabel="sparse / masked-dense")
     axes[0].set_title("(a) cost of the reference sparse conv, relative", fontsize=11)
     axes[0].legend(fontsize=9)
     axes[0].grid(alpha=0.3)
     axes[0].set_ylim(bottom=0)
-    axes[1].set_xlabel("mask ratio")
-    axes[1].set_ylabel("ms per call (median)")
-    axes[1].set_yscale("log")
+    axes[1].set(xlabel="mask ratio", ylabel="ms per call (median)", yscale="log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     axes[1].yaxis.set_major_formatter(plain)
     axes[1].yaxis.set_minor_formatter(plain)

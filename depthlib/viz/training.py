@@ -1,6 +1,6 @@
 """Figures of training runs: learning curves averaged over seeds, and SparK reconstructions early
 vs late in pretraining. Inputs are run folders (their ``log.jsonl``, see :mod:`depthlib.train.runlog`)
-or rows already in memory, and the dicts :meth:`depthlib.spark.model.SparK.reconstruct` returns."""
+or rows already in memory, and the dicts :func:`depthlib.spark.model.reconstruct` returns."""
 
 from __future__ import annotations
 
@@ -88,24 +88,17 @@ def plot_learning_curves(
         loaded = [read_run_rows(run) for run in runs]
         curves[label] = [[_column(name, rows, k, x) for name, rows in loaded] for k in keys]
 
-    fig, axes = plt.subplots(
-        1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False, layout="constrained"
-    )
+    size = (4.2 * len(keys), 3.4)
+    fig, axes = plt.subplots(1, len(keys), figsize=size, squeeze=False, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for g, (label, per_key) in enumerate(curves.items()):
         color = colors[g % len(colors)]
         n = len(per_key[0])
+        text = f"{label} ({n} run{'s' if n > 1 else ''})"
         for ax, runs in zip(axes[0], per_key, strict=True):
             xs, mean, std = _mean_std(runs)
-            ax.plot(
-                xs,
-                mean,
-                color=color,
-                lw=1.8,
-                marker="o" if len(xs) < 15 else None,
-                ms=3,
-                label=f"{label} ({n} run{'s' if n > 1 else ''})",
-            )
+            marker = "o" if len(xs) < 15 else None
+            ax.plot(xs, mean, color=color, lw=1.8, marker=marker, ms=3, label=text)
             if n > 1:
                 ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
     for ax, key in zip(axes[0], keys, strict=True):
@@ -119,19 +112,20 @@ def plot_learning_curves(
     return fig
 
 
-def _stage_tensors(stages: Mapping[str, Mapping[str, torch.Tensor]]):
+def plot_reconstruction_progress(stages: Mapping[str, Mapping[str, torch.Tensor]]):
+    """Reconstructions early vs late: rows = images; columns = input, masked input, then the
+    composite (visible patches from the input, hidden ones predicted) of each stage, in the
+    mapping's order. White outlines mark the predicted patches; titles give each stage's loss."""
     if not stages:
         raise DataError("plot_reconstruction_progress needs at least one {label: reconstruction}.")
-    needed = ("input", "masked", "composite", "mask")
-    for label, recon in stages.items():
-        missing = [k for k in needed if k not in recon]
-        if missing:
-            raise DataError(
-                f"Stage {label!r} lacks {missing}; pass the dict SparK.reconstruct(images, mask) "
-                "returns."
-            )
     first = next(iter(stages.values()))
     for label, recon in stages.items():
+        missing = [k for k in ("input", "masked", "composite", "mask") if k not in recon]
+        if missing:
+            raise DataError(
+                f"Stage {label!r} lacks {missing}; pass the dict reconstruct(model, images, mask) "
+                "returns."
+            )
         same = recon["input"].shape == first["input"].shape and torch.equal(
             recon["mask"].cpu(), first["mask"].cpu()
         )
@@ -139,45 +133,28 @@ def _stage_tensors(stages: Mapping[str, Mapping[str, torch.Tensor]]):
             raise DataError(
                 f"Stage {label!r} shows other images or another mask than the first stage; "
                 "reconstruct the same images under the same mask at every stage (a fixed mask "
-                "seed, as pretrain.ReconstructionFigures does), or the comparison is meaningless."
+                "seed, as pretrain.Reconstructions does), or the comparison is meaningless."
             )
-    return first
-
-
-def plot_reconstruction_progress(stages: Mapping[str, Mapping[str, torch.Tensor]]):
-    """Reconstructions early vs late: rows = images; columns = input, masked input, then the
-    composite (visible patches from the input, hidden ones predicted) of each stage, in the
-    mapping's order. White outlines mark the predicted patches; titles give each stage's loss."""
-    first = _stage_tensors(stages)
     n, _, height, width = first["input"].shape
     columns = [("input", first["input"]), ("masked input", first["masked"])]
     for label, recon in stages.items():
         loss = recon.get("loss")
         title = label if loss is None else f"{label}\nloss {float(loss):.3f}"
         columns.append((title, recon["composite"]))
-    side = 2.3
-    fig, axes = plt.subplots(
-        n,
-        len(columns),
-        figsize=(side * len(columns), side * height / width * n + 0.9),
-        squeeze=False,
-        layout="constrained",
-    )
-    hidden = ~first["mask"].bool().cpu()
+    size = (2.3 * len(columns), 2.3 * height / width * n + 0.9)
+    fig, axes = plt.subplots(n, len(columns), figsize=size, squeeze=False, layout="constrained")
+    hidden = (~first["mask"].bool().cpu()).numpy().astype(float)
     for r in range(n):
         for c, (title, images) in enumerate(columns):
             ax = axes[r, c]
             ax.imshow(hwc(images[r].detach().float().cpu()))
             if c >= 2 and hidden[r, 0].any():
-                ax.contour(
-                    hidden[r, 0].numpy().astype(float), levels=[0.5], colors="white", linewidths=0.8
-                )
+                ax.contour(hidden[r, 0], levels=[0.5], colors="white", linewidths=0.8)
             bare(ax)
             if r == 0:
                 ax.set_title(title, fontsize=10)
-    fig.suptitle(
-        "SparK reconstructions: hidden patches predicted (outlined), visible copied", fontsize=11
-    )
+    title = "SparK reconstructions: hidden patches predicted (outlined), visible copied"
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

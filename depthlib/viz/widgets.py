@@ -1,24 +1,16 @@
-"""Interactive explorers for the notebooks: sliders that re-render a picture (ipywidgets).
+"""Interactive explorers for the notebooks (ipywidgets): sliders that re-render a picture.
 
-Each builder returns an ``ipywidgets.VBox`` of three rows: the controls, a caption (the numbers
-behind the picture) and the picture (an ``ipywidgets.Image``). It draws once when built and again
-whenever a control changes, in the kernel's Python, so it builds without a display and a test can
-move a slider and compare pictures. The pictures are ``matplotlib.figure.Figure`` objects, not
-pyplot ones, so an inline backend never shows them a second time. GitHub's viewer and nbval do
-not run widgets: every notebook keeps a static figure with the same content beside its explorer.
-
-    knob_explorer(seed, index, height, width, knobs)   one room under forced scene knobs (00)
-    mask_explorer(image, patches, ratio, seed)          a SparK patch mask on one image (01)
-    prediction_explorer(row_for, n_images)              one test image, each model's prediction (05)
-
-A new explorer is a dict of controls plus a ``draw(**values) -> (Figure, caption)``, wired by
-:func:`explorer`.
+Each returns ``VBox([controls, caption, picture])``, drawn once when built and again whenever a
+control changes, in the kernel's Python: it builds without a display, and a test can move a
+slider and compare pictures. Pictures are ``matplotlib.figure.Figure`` objects, not pyplot ones,
+so an inline backend never shows them twice. GitHub's viewer and nbval do not run widgets: every
+notebook keeps a static figure with the same content beside its explorer. A new explorer is a
+dict of controls plus ``draw(**values) -> (Figure, caption)``, wired by :func:`explorer`.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -28,9 +20,9 @@ from matplotlib.figure import Figure
 from depthlib.data.rooms import render_room
 from depthlib.data.rooms.generate import sample_scene
 from depthlib.errors import ConfigError
-from depthlib.spark.masks import kept_patch_count, make_patch_mask
+from depthlib.spark.model import kept_patch_count, make_patch_mask
 from depthlib.viz import bare, hwc
-from depthlib.viz.data import show_depth
+from depthlib.viz.data import depth_vmax, show_depth
 from depthlib.viz.failure_modes import plot_predictions
 from depthlib.viz.masking import show_masked
 
@@ -49,14 +41,14 @@ KNOB_SLIDERS: dict[str, tuple[float, float, float]] = {
     "roll_deg": (-10.0, 10.0, 1.0),
 }
 DEFAULT_KNOBS = ("light", "contrast", "object_albedo", "size_scale", "camera_height", "pitch_deg")
-STYLE = {"description_width": "initial"}
 
 
-def _jpeg(fig: Figure, dpi: int = 80) -> bytes:
-    """JPEG, not PNG: the executed notebook stores each explorer's last picture."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="jpeg", dpi=dpi, bbox_inches="tight")
-    return buffer.getvalue()
+def _slider(kind: str, **kw):
+    """An ipywidgets slider that draws on release (a room takes a tenth of a second to render)."""
+    import ipywidgets as widgets
+
+    style = {"description_width": "initial"}
+    return getattr(widgets, kind)(continuous_update=False, style=style, **kw)
 
 
 def explorer(controls: Mapping[str, object], draw: Callable[..., tuple[Figure, str]]):
@@ -66,38 +58,20 @@ def explorer(controls: Mapping[str, object], draw: Callable[..., tuple[Figure, s
     """
     import ipywidgets as widgets
 
-    picture = widgets.Image(format="jpeg")
+    picture = widgets.Image(format="jpeg")  # not PNG: the executed notebook stores the last one
     caption = widgets.HTML()
 
     def redraw(_change=None) -> None:
-        fig, text = draw(**{name: control.value for name, control in controls.items()})
-        picture.value, caption.value = _jpeg(fig), text
+        fig, caption.value = draw(**{name: control.value for name, control in controls.items()})
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="jpeg", dpi=80, bbox_inches="tight")
+        picture.value = buffer.getvalue()
 
     for control in controls.values():
         control.observe(redraw, names="value")
     redraw()
     row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
     return widgets.VBox([row, caption, picture])
-
-
-def _knob_slider(widgets, name: str, value: float):
-    lo, hi, step = KNOB_SLIDERS[name]
-    kind = widgets.IntSlider if name == "n_objects" else widgets.FloatSlider
-    extra = {} if name == "n_objects" else {"readout_format": ".3f" if step < 0.01 else ".2f"}
-    return kind(
-        value=min(max(value, lo), hi),
-        min=lo,
-        max=hi,
-        step=step,
-        description=name,
-        continuous_update=False,  # render on release: a room takes a tenth of a second
-        style=STYLE,
-        **extra,
-    )
-
-
-def _knob_value(name: str, value) -> str:
-    return f"{int(value)}" if name == "n_objects" else f"{float(value):.3g}"
 
 
 def knob_explorer(
@@ -114,8 +88,6 @@ def knob_explorer(
     ceiling) and what the image shows; the depth panel says whether the depth map still equals
     the unforced room's, which is how light, contrast and object_albedo show they move no geometry.
     """
-    import ipywidgets as widgets
-
     unknown = [k for k in knobs if k not in KNOB_SLIDERS]
     if unknown or not knobs:
         raise ConfigError(
@@ -123,8 +95,17 @@ def knob_explorer(
         )
     own = sample_scene(seed, index).knobs
     unforced = render_room(seed, index, height, width)["depth"]
-    vmax = float(max(1.0, math.ceil(float(unforced.max()))))
-    controls = {name: _knob_slider(widgets, name, own[name]) for name in knobs}
+    vmax = depth_vmax([unforced])
+    controls = {}
+    for name in knobs:
+        lo, hi, step = KNOB_SLIDERS[name]
+        value = min(max(own[name], lo), hi)
+        if name == "n_objects":
+            kind, extra = "IntSlider", {}
+        else:
+            kind, extra = "FloatSlider", {"readout_format": ".3f" if step < 0.01 else ".2f"}
+        kw = {"value": value, "min": lo, "max": hi, "step": step, "description": name}
+        controls[name] = _slider(kind, **kw, **extra)
 
     def draw(**values) -> tuple[Figure, str]:
         room = render_room(seed, index, height, width, **values)
@@ -141,10 +122,11 @@ def knob_explorer(
             bare(ax)
         fig.colorbar(image, ax=depth_ax, shrink=0.85).set_label("m")
         k = room["knobs"]
-        used = ", ".join(f"{name} {_knob_value(name, k[name])}" for name in knobs)
+        shown = {name: int(k[name]) if name == "n_objects" else f"{k[name]:.3g}" for name in knobs}
         caption = (
-            f"room {index} of seed {seed}: {used}<br>the image shows: mean luminance "
-            f"{k['mean_luminance']:.2f}, {k['objects_visible']} objects visible, raw-depth holes "
+            f"room {index} of seed {seed}: {', '.join(f'{n} {v}' for n, v in shown.items())}"
+            f"<br>the image shows: mean luminance {k['mean_luminance']:.2f}, "
+            f"{k['objects_visible']} objects visible, raw-depth holes "
             f"{100 * k['hole_fraction']:.1f}% of pixels"
         )
         return fig, caption
@@ -166,8 +148,6 @@ def mask_explorer(
     ``patches`` must divide the image's height and width; ``patch`` (default: the largest) is the
     starting patch size.
     """
-    import ipywidgets as widgets
-
     height, width = image.shape[-2:]
     patches = sorted(int(p) for p in patches)
     bad = [p for p in patches if p < 1 or height % p or width % p]
@@ -180,25 +160,11 @@ def mask_explorer(
     if start not in patches:
         raise ConfigError(f"patch {start} is not one of the patch sizes {patches}.")
     controls = {
-        "ratio": widgets.FloatSlider(
-            value=ratio,
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            description="mask ratio",
-            continuous_update=False,
-            style=STYLE,
-        ),  # fmt: skip
-        "patch": widgets.SelectionSlider(
-            options=patches,
-            value=start,
-            description="patch (px)",
-            continuous_update=False,
-            style=STYLE,
-        ),  # fmt: skip
-        "seed": widgets.IntSlider(
-            value=seed, min=0, max=20, description="seed", continuous_update=False, style=STYLE
+        "ratio": _slider(
+            "FloatSlider", value=ratio, min=0.05, max=0.95, step=0.05, description="mask ratio"
         ),
+        "patch": _slider("SelectionSlider", options=patches, value=start, description="patch (px)"),
+        "seed": _slider("IntSlider", value=seed, min=0, max=20, description="seed"),
     }
 
     def draw(ratio: float, patch: int, seed: int) -> tuple[Figure, str]:
@@ -230,20 +196,10 @@ def prediction_explorer(row_for: Callable[[int], Mapping], n_images: int, index:
     """A slider over the test images: input | ground truth | each model's prediction, on one
     colour scale (the Figures 5-6 layout). ``row_for(i)`` returns image ``i``'s row in the format
     of ``depthlib.course.failure_modes.prediction_rows``; the caption ranks the models on it."""
-    import ipywidgets as widgets
-
-    if int(n_images) < 1 or not 0 <= int(index) < int(n_images):
-        raise ConfigError(f"need 0 <= index < n_images, got index {index} of {n_images} images.")
-    controls = {
-        "image": widgets.IntSlider(
-            value=int(index),
-            min=0,
-            max=int(n_images) - 1,
-            description="test image",
-            continuous_update=False,
-            style=STYLE,
-        )
-    }
+    n, index = int(n_images), int(index)
+    if n < 1 or not 0 <= index < n:
+        raise ConfigError(f"need 0 <= index < n_images, got index {index} of {n} images.")
+    slider = _slider("IntSlider", value=index, min=0, max=n - 1, description="test image")
 
     def draw(image: int) -> tuple[Figure, str]:
         row = row_for(int(image))
@@ -255,4 +211,4 @@ def prediction_explorer(row_for: Callable[[int], Mapping], n_images: int, index:
         )
         return fig, caption
 
-    return explorer(controls, draw)
+    return explorer({"image": slider}, draw)

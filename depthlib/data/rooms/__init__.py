@@ -99,15 +99,9 @@ def split_indices(
     return np.sort(order[:n_train]), np.sort(order[n_train:])
 
 
-def splits_path_for(path: str | os.PathLike) -> Path:
-    """Where the split file of a labeled file lives: ``<stem>_splits.mat`` beside it."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}_splits.mat")
-
-
 def _settings(n, size, seed, n_train, knobs, raw) -> dict:
+    """What a rooms file stores about how it was made (and ``ensure_rooms`` compares)."""
     forced = {k: v for k, v in vars(knobs).items() if v is not None} if knobs else {}
-    train, _ = split_indices(n, seed, n_train)
     return {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
@@ -115,7 +109,7 @@ def _settings(n, size, seed, n_train, knobs, raw) -> dict:
         "height": int(size[0]),
         "width": int(size[1]),
         "seed": int(seed),
-        "n_train": len(train),
+        "n_train": len(split_indices(n, seed, n_train)[0]),
         "forced_knobs": forced,
         "raw": bool(raw),
     }
@@ -145,16 +139,16 @@ def synthesize(
     """Render ``n`` rooms into a labeled.mat-layout HDF5 file plus ``<stem>_splits.mat``.
 
     Knobs go into ``depthlib_extras/<name>`` (one value per image), the settings into that group's
-    attributes. Images are written as they are rendered (never all in RAM), into a temporary file
-    that replaces ``out_path`` only when complete. ``workers``: processes (None = all cores).
+    attributes. Images are written as they are rendered (never all in RAM) into a temporary file
+    that replaces ``out_path`` when complete. ``workers``: processes (None = all cores).
     """
     import h5py
 
-    from depthlib.data.nyu import write_splits
+    from depthlib.data.nyu import splits_path_for, write_splits
     from depthlib.data.rooms import writer as rooms_writer
     from depthlib.progress import progress_bar
 
-    height, width = _size(size)
+    height, width = parse_size(size)
     train, test = split_indices(n, seed, n_train)
     settings = _settings(n, (height, width), seed, n_train, knobs, raw)
     out_path = Path(out_path)
@@ -165,30 +159,17 @@ def synthesize(
             level = rooms_writer.deflate_level(f)
             jobs = [(seed, i, height, width, knobs, raw, level) for i in range(n)]
             columns: dict[str, list] = {key: [] for key in probe}
-            results = parallel_map(_render_packed, jobs, workers)
-            for i, (packed, values) in enumerate(
-                progress_bar(
-                    results, total=n, desc="rendering rooms", unit="room", disable=not progress
-                )
-            ):
+            rendered = parallel_map(_render_packed, jobs, workers)
+            bar = progress_bar(
+                rendered, total=n, desc="rendering rooms", unit="room", disable=not progress
+            )
+            for i, (packed, values) in enumerate(bar):
                 rooms_writer.put(f, i, packed)
                 for key in columns:
                     columns[key].append(values[key])
             rooms_writer.put_extras(f, columns)
         write_splits(splits_path_for(out_path), train, test)  # first, so a stale pair never matches
     return out_path
-
-
-def _size(size) -> tuple[int, int]:
-    if isinstance(size, str):
-        return parse_size(size)
-    try:
-        height, width = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"size must be (height, width) or 'HEIGHTxWIDTH', got {size!r}."
-        ) from None
-    return parse_size(f"{height}x{width}")
 
 
 def ensure_rooms(
@@ -198,23 +179,13 @@ def ensure_rooms(
     seed: int = 0,
     **kwargs,
 ) -> Path:
-    """The rooms file at ``path``, rendered only if missing or made with other settings.
+    """The rooms file at ``path``, rendered again only if missing, without its split file, or
+    made with other settings (n, size, seed, split, forced knobs, generator version)."""
+    from depthlib.data.nyu import read_extras, splits_path_for
 
-    A file counts as the same when its stored settings (n, size, seed, split, forced knobs,
-    generator version) match and its split file exists; otherwise it is rendered again.
-    """
-    from depthlib.data.nyu import read_extras
-
-    path = Path(path)
-    height, width = _size(size)
-    wanted = _settings(
-        n,
-        (height, width),
-        seed,
-        kwargs.get("n_train"),
-        kwargs.get("knobs"),
-        kwargs.get("raw", True),
-    )
+    path, size = Path(path), parse_size(size)
+    options = (kwargs.get("n_train"), kwargs.get("knobs"), kwargs.get("raw", True))
+    wanted = _settings(n, size, seed, *options)
     if path.is_file() and splits_path_for(path).is_file():
         try:
             _, attrs = read_extras(path)
@@ -222,7 +193,7 @@ def ensure_rooms(
             attrs = {}
         if {k: attrs.get(k) for k in wanted} == wanted:
             return path
-    return synthesize(path, n, (height, width), seed, **kwargs)
+    return synthesize(path, n, size, seed, **kwargs)
 
 
 def rooms_for_profile(profile=None, *, progress: bool = True) -> Path:
@@ -231,7 +202,7 @@ def rooms_for_profile(profile=None, *, progress: bool = True) -> Path:
     :func:`depthlib.train.distributed.main_process_first`)."""
     from depthlib.profiles import Profile, get_profile, rooms_path
 
-    prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    cfg = prof.rooms
-    size = (cfg.height, cfg.width)
-    return ensure_rooms(rooms_path(cfg), n=cfg.n, size=size, seed=cfg.seed, progress=progress)
+    cfg = (profile if isinstance(profile, Profile) else get_profile(profile)).rooms
+    return ensure_rooms(
+        rooms_path(cfg), cfg.n, (cfg.height, cfg.width), cfg.seed, progress=progress
+    )

@@ -100,15 +100,12 @@ def _piece(rng, name, s, ceiling):
         return parts, (w / 2, d / 2), h
     if name == "round_table":
         r, h = u(0.35, 0.65) * s, u(0.65, 0.78) * s
-        return (
-            [
-                (*_cylinder(0, 0, h - 0.04, h, r), 0),
-                (*_cylinder(0, 0, 0.03, h - 0.04, 0.04 * s), 1),
-                (*_cylinder(0, 0, 0, 0.03, 0.25 * r + 0.1), 1),
-            ],
-            (r, r),
-            h,
-        )
+        parts = [
+            (*_cylinder(0, 0, h - 0.04, h, r), 0),
+            (*_cylinder(0, 0, 0.03, h - 0.04, 0.04 * s), 1),
+            (*_cylinder(0, 0, 0, 0.03, 0.25 * r + 0.1), 1),
+        ]
+        return parts, (r, r), h
     if name == "chair":
         w, seat, back = u(0.4, 0.5) * s, u(0.42, 0.48) * s, u(0.35, 0.5) * s
         leg = 0.02 * s
@@ -121,15 +118,12 @@ def _piece(rng, name, s, ceiling):
         return [(*_cylinder(0, 0, 0, h, r), 0)], (r, r), h if h < 1.0 else 0.0
     if name == "floor_lamp":
         h, r = min(u(1.3, 1.7) * s, ceiling - 0.4), u(0.12, 0.22) * s
-        return (
-            [
-                (*_cylinder(0, 0, 0, 0.03, 0.15 * s), 1),
-                (*_cylinder(0, 0, 0.03, h, 0.015 * s), 1),
-                (*_sphere(0, h + r * 0.9, 0, r), 0),
-            ],
-            (max(r, 0.15 * s), max(r, 0.15 * s)),
-            0.0,
-        )
+        parts = [
+            (*_cylinder(0, 0, 0, 0.03, 0.15 * s), 1),
+            (*_cylinder(0, 0, 0.03, h, 0.015 * s), 1),
+            (*_sphere(0, h + r * 0.9, 0, r), 0),
+        ]
+        return parts, (max(r, 0.15 * s),) * 2, 0.0
     if name == "ball":
         r = u(0.12, 0.35) * s
         return [(*_sphere(0, r, 0, r), 0)], (r, r), 0.0
@@ -156,15 +150,9 @@ def _object_material(rng, background, contrast, albedo: float = 1.0) -> Material
     """A furniture colour pulled towards the room's background colour by ``1 - contrast``, then
     scaled by ``albedo`` (dark objects)."""
     color = OBJECT_COLORS[rng.integers(len(OBJECT_COLORS))]
-    wood = rng.random() < 0.3
-    m = _material(
-        rng,
-        color,
-        "wood" if wood else "plain",
-        period=rng.uniform(0.01, 0.04),
-        amount=rng.uniform(0.03, 0.1),
-        axis=int(rng.choice([0, 2])),
-    )
+    pattern = "wood" if rng.random() < 0.3 else "plain"
+    period, amount, axis = rng.uniform(0.01, 0.04), rng.uniform(0.03, 0.1), int(rng.choice([0, 2]))
+    m = _material(rng, color, pattern, period=period, amount=amount, axis=axis)
     m.color = (albedo * (background + contrast * (m.color - background))).astype(np.float32)
     return m
 
@@ -191,6 +179,13 @@ class _Floorplan:
         self.taken.append((x - ex, x + ex, z - ez, z + ez))
 
 
+def _against_wall(room, wall: int, along: float, offset: float) -> tuple[float, float, float]:
+    """x, z and yaw of a piece ``offset`` in front of wall x=0, x=W, z=0 or z=D, facing in."""
+    far = room[0] - offset if wall < 2 else room[2] - offset
+    x, z = ((offset, along), (far, along), (along, offset), (along, far))[wall]
+    return x, z, (np.pi / 2, -np.pi / 2, 0.0, np.pi)[wall]
+
+
 def _place(rng, plan, placement, hx, hz, tries=25):
     """Position and yaw for a footprint of half size (hx, hz), or None if the room is full."""
     room = plan.room
@@ -200,9 +195,7 @@ def _place(rng, plan, placement, hx, hz, tries=25):
             length = room[2] if wall < 2 else room[0]
             if 2 * hx + 0.04 > length:
                 continue
-            along = rng.uniform(hx + 0.02, length - hx - 0.02)
-            yaw = (np.pi / 2, -np.pi / 2, 0.0, np.pi)[wall]
-            x, z = [(hz, along), (room[0] - hz, along), (along, hz), (along, room[2] - hz)][wall]
+            x, z, yaw = _against_wall(room, wall, rng.uniform(hx + 0.02, length - hx - 0.02), hz)
         else:
             yaw = rng.uniform(-np.pi, np.pi) if rng.random() < 0.5 else rng.integers(4) * np.pi / 2
             x, z = rng.uniform(0, room[0]), rng.uniform(0, room[2])
@@ -255,10 +248,7 @@ def _decor(rng, room, background) -> list[Primitive]:
         w = min(w, length - 0.4)
         along = rng.uniform(w / 2 + 0.2, length - w / 2 - 0.2)
         depth = 0.02 if kind != "door" else 0.035
-        yaw = (np.pi / 2, -np.pi / 2, 0.0, np.pi)[wall]
-        x, z = [(depth, along), (room[0] - depth, along), (along, depth), (along, room[2] - depth)][
-            wall
-        ]
+        x, z, yaw = _against_wall(room, wall, along, depth)
         part = _box((0, y0 + h / 2, 0), (w / 2, h / 2, depth))
         if color is None:
             m = _object_material(rng, background, 1.0)
@@ -284,11 +274,8 @@ def furnish(rng, room, camera, forward, knobs, background) -> tuple[list[Primiti
         group += 1
         for _ in range(rng.integers(0, 4) if top > 0 else 0):
             item = _small_item(rng, s, hx, hz, top)
-            prims.append(
-                _to_world(
-                    item, x, z, yaw, _object_material(rng, background, contrast, albedo), group
-                )
-            )
+            material = _object_material(rng, background, contrast, albedo)
+            prims.append(_to_world(item, x, z, yaw, material, group))
             group += 1
     prims += _decor(rng, room, background)
     sizes = np.zeros(group)

@@ -1,10 +1,9 @@
 """Rendering rooms: one sample per ``(seed, index)``, with forced knobs and measured statistics.
 
-``render_room`` draws the scene (``rooms_scene`` / ``rooms_furniture``), casts rays
-(``rooms_render``), simulates the sensor (``rooms_sensor``) and records the knobs together with
-what the image actually shows (visible object sizes, colour distance, brightness, holes).
-Each room uses its own generators seeded by ``SeedSequence([seed, index])``, so a room does not
-depend on which process renders it or on the rooms rendered before it.
+``render_room`` draws the scene (scene, furniture), casts rays (render), simulates the sensor
+(sensor) and records the knobs with what the image actually shows (visible object sizes,
+colour distance, brightness, holes). Each room's generators are seeded by ``(seed, index)``
+only, so a room does not depend on which process renders it or on the rooms before it.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
@@ -22,45 +22,25 @@ from depthlib.data.rooms.sensor import kinect_raw, photo
 from depthlib.errors import ConfigError
 
 
-def _check_seed(seed: int, index: int) -> None:
+def sample_scene(seed: int, index: int, knobs: RoomKnobs | None = None) -> Scene:
+    """The scene of room ``index`` of the set with this seed, with any forced knobs."""
     if int(seed) != seed or int(index) != index or seed < 0 or index < 0:
         raise ConfigError(
             f"seed and index must be non-negative integers (got seed={seed!r}, index={index!r})."
         )
-
-
-def sample_scene(seed: int, index: int, knobs: RoomKnobs | None = None) -> Scene:
-    """The scene of room ``index`` of the set with this seed, with any forced knobs."""
-    _check_seed(seed, index)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]).spawn(2)[0])
     values = draw_knobs(rng, knobs)
     room, camera, rotation, surfaces, lamp, ambient, power = sample_room(rng, values)
     background = np.mean([s.color for i, s in enumerate(surfaces) if i != 3], axis=0)
-    primitives, sizes = furnish(rng, room, camera, rotation[:, 2], values, background)
-    return Scene(
-        room,
-        camera,
-        rotation,
-        lamp,
-        ambient,
-        power,
-        surfaces,
-        primitives,
-        sizes,
-        background.astype(np.float32),
-        values,
-    )
+    prims, sizes = furnish(rng, room, camera, rotation[:, 2], values, background)
+    lit = (lamp, ambient, power)
+    return Scene(room, camera, rotation, *lit, surfaces, prims, sizes, background, values)
 
 
 def object_ids(scene: Scene, surf: np.ndarray) -> np.ndarray:
-    """Per-pixel furniture id (int32, same shape as ``surf``; -1 = walls, floor, ceiling and flat
-    decor) from the surface index every ray hit."""
-    groups = np.array([p.group for p in scene.primitives] or [-1], np.int32)
-    ids = surf.astype(np.int64)
-    inside = ids >= render.N_ROOM_FACES
-    return np.where(inside, groups[np.where(inside, ids - render.N_ROOM_FACES, 0)], -1).astype(
-        np.int32
-    )
+    """Per-pixel furniture id (int32, shaped like ``surf``; -1 = room faces and flat decor)."""
+    faces = [-1] * render.N_ROOM_FACES
+    return np.array(faces + [p.group for p in scene.primitives], np.int32)[surf]
 
 
 def render_scene(
@@ -71,8 +51,8 @@ def render_scene(
     raw: bool = True,
     objects: bool = False,
 ) -> dict:
-    """Pixels of a scene: ``rgb`` uint8, ``depth`` float32 m, ``raw_depth`` (or None), ``stats``,
-    and with ``objects`` the per-pixel furniture id map (see :func:`object_ids`)."""
+    """``rgb`` uint8, ``depth`` float32 m, ``raw_depth`` (or None), ``stats`` and, with
+    ``objects``, the per-pixel furniture ids (:func:`object_ids`) of a scene."""
     depth, surf, dirs = render.cast(scene, height, width)
     p, normals, albedo, glow = render.surfaces(scene, depth, surf, dirs)
     radiance, _ = render.shade(scene, p, normals, albedo, glow)
@@ -81,15 +61,9 @@ def render_scene(
     if raw:
         d = np.stack([x.reshape(-1) for x in dirs], 1)
         facing = np.abs(np.einsum("ij,ij->i", normals, d)) / np.linalg.norm(d, axis=1)
+        maps = (facing.reshape(depth.shape), albedo.reshape(*depth.shape, 3))
         fx = render.intrinsics(height, width)[0]
-        raw_depth = kinect_raw(
-            depth,
-            facing.reshape(height, width),
-            albedo.reshape(height, width, 3),
-            glow.reshape(height, width),
-            rng,
-            fx,
-        )
+        raw_depth = kinect_raw(depth, *maps, glow.reshape(depth.shape), rng, fx)
     ids = object_ids(scene, surf)
     stats = _measure(scene, surf, ids.reshape(-1), albedo, rgb, raw_depth)
     out = {"rgb": rgb, "depth": depth, "raw_depth": raw_depth, "stats": stats}
@@ -99,8 +73,8 @@ def render_scene(
 
 
 def _measure(scene: Scene, surf, group_of: np.ndarray, albedo: np.ndarray, rgb, raw_depth) -> dict:
-    """What the image actually shows: visible object sizes, colour distance, brightness, holes.
-    ``group_of``: the flat furniture id map (-1 = room surfaces and decor)."""
+    """What the image shows: visible object sizes, colour distance, brightness, holes
+    (``group_of``: flat furniture ids, -1 = room surfaces and decor)."""
     is_object = group_of >= 0
     encoded = albedo ** (1 / 2.2)  # distances on a perceptual-ish scale, like the 8-bit image
     room_px = surf.reshape(-1) < render.N_ROOM_FACES  # walls, floor, ceiling (not decor)
@@ -139,18 +113,14 @@ def render_room(
     Force scene factors with a ``RoomKnobs`` or keyword overrides (``light=0.2``); every other
     draw stays, so e.g. ``light`` or ``contrast`` sweeps keep the depth map identical.
     """
-    if height < 8 or width < 8:
-        raise ConfigError(
-            f"Image size {height}x{width} is too small; use at least 8x8 (e.g. 240x320)."
-        )
+    height, width = parse_size((height, width))
     if overrides:
         unknown = set(overrides) - set(RoomKnobs.names())
         if unknown:
             raise ConfigError(
                 f"Unknown room knob(s) {sorted(unknown)}; choose from {', '.join(RoomKnobs.names())}."
             )
-        base = {} if knobs is None else {n: getattr(knobs, n) for n in RoomKnobs.names()}
-        knobs = RoomKnobs(**{**base, **overrides})
+        knobs = replace(knobs or RoomKnobs(), **overrides)
     scene = sample_scene(seed, index, knobs)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]).spawn(2)[1])
     out = render_scene(scene, height, width, rng, raw=raw, objects=objects)
@@ -170,9 +140,8 @@ def render_room(
     return out
 
 
-def _render_job(job) -> dict:
-    seed, index, height, width, knobs, raw = job
-    return render_room(seed, index, height, width, knobs, raw=raw)
+def _render_job(job) -> dict:  # (seed, index, height, width, knobs, raw)
+    return render_room(*job[:5], raw=job[5])
 
 
 def render_rooms(
@@ -192,10 +161,8 @@ def render_rooms(
 
 
 def parallel_map(func, jobs: list, workers: int | None = 1) -> Iterator:
-    """``map(func, jobs)`` in order, in ``workers`` processes (None = all usable cores).
-
-    ``func`` must be a module-level function (it is pickled by name). Results stream back in
-    order while later jobs still run, so the caller can write them as they come.
+    """``map(func, jobs)`` in ``workers`` processes (None = all usable cores; ``func`` must be
+    module-level). Results stream back in order while later jobs run, to be written as they come.
     """
     workers = default_workers() if workers is None else int(workers)
     if workers <= 1 or len(jobs) < 4:
@@ -217,15 +184,15 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"240x320"`` -> (240, 320): height x width in pixels."""
-    parts = str(text).lower().replace("×", "x").split("x")
+def parse_size(size: str | tuple[int, int]) -> tuple[int, int]:
+    """``"240x320"`` or ``(240, 320)`` -> (240, 320): height x width in pixels, both at least 8."""
+    parts = size.lower().replace("×", "x").split("x") if isinstance(size, str) else size
     try:
         h, w = (int(p) for p in parts)
-    except ValueError:
+    except (TypeError, ValueError):
         h = w = None
     if h is None or h < 8 or w < 8:
         raise ConfigError(
-            f"Image size {text!r} is not valid; write HEIGHTxWIDTH with both at least 8, e.g. 240x320."
+            f"Image size {size!r} is not valid; write HEIGHTxWIDTH with both at least 8, e.g. 240x320."
         )
     return h, w

@@ -19,9 +19,8 @@ NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy at 6
 ROOM_NORMALS = np.array(
     [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float32
 )
-N_ROOM_FACES = (
-    6  # surface ids 0-5 are room faces (x=0, x=W, floor, ceiling, z=0, z=D); 6+k = primitive k
-)
+# Surface ids 0-5 are the room faces (x=0, x=W, floor, ceiling, z=0, z=D); 6+k is primitive k.
+N_ROOM_FACES = 6
 LAMP_FALLOFF = 2.5  # metres at which the lamp's light has halved
 _EPS = 1e-4
 
@@ -38,10 +37,8 @@ def _camera_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     fx, fy, cx, cy = intrinsics(height, width)
     xs = ((np.arange(width, dtype=np.float64) - cx) / fx).astype(np.float32)
     ys = ((np.arange(height, dtype=np.float64) - cy) / fy).astype(np.float32)
-    grid = np.broadcast_to(xs, (height, width)), np.broadcast_to(ys[:, None], (height, width))
-    for g in grid:
-        g.flags.writeable = False
-    return grid
+    # Read-only views: the cache hands the same arrays to every caller.
+    return np.broadcast_to(xs, (height, width)), np.broadcast_to(ys[:, None], (height, width))
 
 
 def rays(scene: Scene, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,12 +55,9 @@ def rays(scene: Scene, height: int, width: int) -> tuple[np.ndarray, np.ndarray,
 
 def intersect(prim: Primitive, origin, dx, dy, dz) -> np.ndarray:
     """Ray parameter of the first hit with ``prim`` (inf where missed); origin is one point."""
+    shape = {"box": _box, "cylinder": _cylinder, "sphere": _sphere}[prim.kind]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if prim.kind == "box":
-            return _box(prim, origin, dx, dy, dz)
-        if prim.kind == "cylinder":
-            return _cylinder(prim, origin, dx, dy, dz)
-        return _sphere(prim, origin, dx, dy, dz)
+        return shape(prim, origin, dx, dy, dz)
 
 
 def _box(prim, origin, dx, dy, dz):
@@ -83,16 +77,9 @@ def _box(prim, origin, dx, dy, dz):
 
 
 def _cylinder(prim, origin, dx, dy, dz):
-    px, oy, pz = (
-        float(origin[0] - prim.center[0]),
-        float(origin[1]),
-        float(origin[2] - prim.center[2]),
-    )
-    r, y0, y1 = (
-        float(prim.half[0]),
-        float(prim.center[1] - prim.half[1]),
-        float(prim.center[1] + prim.half[1]),
-    )
+    px, _, pz = (float(v) for v in np.asarray(origin) - prim.center)
+    oy, r = float(origin[1]), float(prim.half[0])
+    y0, y1 = float(prim.center[1] - prim.half[1]), float(prim.center[1] + prim.half[1])
     a = dx * dx + dz * dz
     b = px * dx + pz * dz
     disc = b * b - a * (px * px + pz * pz - r * r)
@@ -222,10 +209,8 @@ def _primitive_normals(prim: Primitive, p: np.ndarray) -> np.ndarray:
     if prim.kind == "cylinder":
         radial = np.hypot(q[:, 0], q[:, 2])
         on_cap = np.abs(np.abs(q[:, 1]) - prim.half[1]) < np.abs(radial - prim.half[0])
-        n = (
-            np.stack([q[:, 0], np.zeros_like(radial), q[:, 2]], 1)
-            / np.maximum(radial, 1e-6)[:, None]
-        )
+        length = np.maximum(radial, 1e-6)[:, None]
+        n = np.stack([q[:, 0], np.zeros_like(radial), q[:, 2]], 1) / length
         n[on_cap] = 0
         n[on_cap, 1] = np.sign(q[on_cap, 1])
         return n

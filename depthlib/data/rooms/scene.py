@@ -1,11 +1,10 @@
 """Sampling one procedural room: the geometry, materials, camera and lamp, before any pixel exists.
 
-A scene is a plain description (an axis-aligned room, furniture made of boxes, vertical cylinders
-and spheres, one point lamp, a pinhole camera) drawn from a random generator. Every scene factor
-an experiment may want to control is a field of ``RoomKnobs``; all knobs are drawn first and in a
-fixed order, then replaced by any forced value, so forcing one knob changes nothing else that is
-drawn: forcing light, contrast or noise leaves the geometry exactly as it was, and forcing
-size_scale or n_objects keeps the room, camera, lamp and colours (only furniture moves).
+A scene (an axis-aligned room, furniture of boxes, vertical cylinders and spheres, one point
+lamp, a pinhole camera) is drawn from a random generator. The factors an experiment may control
+are the fields of ``RoomKnobs``; all knobs are drawn first, in a fixed order, then replaced by
+any forced value, so forcing one knob changes no other draw (forcing light keeps the geometry;
+forcing size_scale or n_objects keeps room, camera, lamp and colours: only furniture moves).
 """
 
 from __future__ import annotations
@@ -24,11 +23,10 @@ CAMERA_CLEARANCE = 0.8  # no furniture within this horizontal radius of the came
 class RoomKnobs:
     """Scene factors an experiment can force; ``None`` means "sample as usual".
 
-    light       overall light level: scales ambient light and lamp together (1 = normal, 0.1 = dark)
+    light       scales ambient light and lamp together (1 = normal, 0.1 = dark)
     size_scale  multiplies every object's dimensions (0.5 = small clutter, 1.5 = bulky furniture)
     contrast    object colours: 0 = the mean colour of walls and floor, 1 = freely chosen colours
-    object_albedo  multiplies the furniture's colours (1 = as drawn, 0.2 = dark objects); not
-                drawn at random, so rooms stay as they are unless it is forced
+    object_albedo  multiplies the furniture's colours (0.2 = dark objects); 1 unless forced
     n_objects   number of furniture pieces (small items on top of them come in addition)
     noise       RGB sensor noise, standard deviation on the 0..1 scale
     camera_height, pitch_deg, roll_deg  camera pose (metres above floor; degrees, down/clockwise > 0)
@@ -70,8 +68,9 @@ class RoomKnobs:
         return self
 
 
-def _sample_knobs(rng: np.random.Generator) -> dict[str, float]:
-    """Default distributions; always draws every knob, in this order, so overrides shift nothing.
+def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> dict[str, float]:
+    """Every knob's default draw, in this order, then the forced values on top (forcing shifts no
+    other draw).
 
     Camera height and object size concentrate near everyday values (1.4 m, scale 1) with tails:
     metric depth from one image is only learnable if such scale cues are mostly reliable, as
@@ -79,7 +78,7 @@ def _sample_knobs(rng: np.random.Generator) -> dict[str, float]:
     """
     dark = rng.random() < 0.2
     light = rng.uniform(0.1, 0.6) if dark else rng.uniform(0.6, 1.3)
-    return {
+    knobs = {
         "light": float(light),
         "size_scale": float(np.clip(np.exp(rng.normal(0.0, 0.15)), 0.6, 1.5)),
         "contrast": float(rng.uniform(0.15, 1.0)),
@@ -90,6 +89,13 @@ def _sample_knobs(rng: np.random.Generator) -> dict[str, float]:
         "pitch_deg": float(rng.uniform(-5.0, 30.0)),
         "roll_deg": float(np.clip(rng.normal(0.0, 2.0), -5.0, 5.0)),
     }
+    if overrides is not None:
+        overrides = overrides.validated()
+        for name in RoomKnobs.names():
+            value = getattr(overrides, name)
+            if value is not None:
+                knobs[name] = int(value) if name == "n_objects" else float(value)
+    return knobs
 
 
 @dataclass
@@ -183,59 +189,39 @@ def _material(rng, color, pattern="plain", **kw) -> Material:
 def _room_surfaces(rng) -> list[Material]:
     wall_color = WALL_COLORS[rng.integers(len(WALL_COLORS))]
     wall_kind = rng.choice(["plain", "plain", "stripes"])
-    skirting = rng.uniform(0.06, 0.14) if rng.random() < 0.7 else 0.0
-    skirting_color = _srgb_to_linear(rng.choice([(0.95, 0.95, 0.93), (0.4, 0.28, 0.18)]))
+    skirting = {"skirting": rng.uniform(0.06, 0.14) if rng.random() < 0.7 else 0.0}
+    skirting["skirting_color"] = _srgb_to_linear(
+        rng.choice([(0.95, 0.95, 0.93), (0.4, 0.28, 0.18)])
+    )
     walls = []
     for _ in range(4):
         # Mostly one paint for all walls; sometimes an accent wall.
         color = WALL_COLORS[rng.integers(len(WALL_COLORS))] if rng.random() < 0.2 else wall_color
         second = np.clip(_srgb_to_linear(color) * rng.uniform(0.75, 0.95), 0, 1)
-        walls.append(
-            _material(
-                rng,
-                color,
-                wall_kind,
-                period=rng.uniform(0.08, 0.4),
-                amount=rng.uniform(0.02, 0.06),
-                color2=second,
-                skirting=skirting,
-                skirting_color=skirting_color,
-            )
-        )
+        period, amount = rng.uniform(0.08, 0.4), rng.uniform(0.02, 0.06)
+        style = {"period": period, "amount": amount, "color2": second, **skirting}
+        walls.append(_material(rng, color, wall_kind, **style))
     floor_kind = rng.choice(["planks", "tiles", "carpet"], p=[0.45, 0.35, 0.2])
     palette = FLOOR_COLORS[floor_kind]
     floor_color = palette[rng.integers(len(palette))]
     period = {"planks": rng.uniform(0.09, 0.22), "tiles": rng.uniform(0.3, 0.8), "carpet": 0.02}
-    floor = _material(
-        rng,
-        floor_color,
-        floor_kind,
-        period=float(period[floor_kind]),
-        amount=rng.uniform(0.06, 0.16),
-        axis=int(rng.choice([0, 2])),
-        color2=_srgb_to_linear(floor_color) * rng.uniform(0.3, 0.6),
-    )
+    amount, axis = rng.uniform(0.06, 0.16), int(rng.choice([0, 2]))
+    grout = _srgb_to_linear(floor_color) * rng.uniform(0.3, 0.6)
+    style = {"period": float(period[floor_kind]), "amount": amount, "axis": axis, "color2": grout}
+    floor = _material(rng, floor_color, floor_kind, **style)
     ceiling_kind = rng.choice(["plain", "panels"], p=[0.7, 0.3])
-    ceiling = _material(
-        rng,
-        (0.93, 0.93, 0.91),
-        ceiling_kind,
-        period=0.6,
-        amount=0.02,
-        color2=_srgb_to_linear((0.6, 0.6, 0.6)),
-    )
+    style = {"period": 0.6, "amount": 0.02, "color2": _srgb_to_linear((0.6, 0.6, 0.6))}
+    ceiling = _material(rng, (0.93, 0.93, 0.91), ceiling_kind, **style)
     return [walls[0], walls[1], floor, ceiling, walls[2], walls[3]]
 
 
 def _camera(rng, knobs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Room dimensions, camera position and world-from-camera rotation."""
-    room = np.array(
-        [
-            np.exp(rng.uniform(np.log(2.2), np.log(7.5))),
-            rng.uniform(2.4, 3.2),
-            np.exp(rng.uniform(np.log(2.8), np.log(10.0))),
-        ]
-    )
+
+    def log_uniform(lo, hi):
+        return np.exp(rng.uniform(np.log(lo), np.log(hi)))
+
+    room = np.array([log_uniform(2.2, 7.5), rng.uniform(2.4, 3.2), log_uniform(2.8, 10.0)])
     frac = np.array([rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.4)])
     target = np.array([rng.uniform(0.15, 0.85), rng.uniform(0.6, 1.0)])
     yaw_jitter = rng.normal(0.0, np.radians(12))
@@ -275,18 +261,6 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 def look_at_rotation(yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0):
     """The rotation a scene uses, for building scenes by hand (tests, figures)."""
     return _rotation(*np.radians([yaw_deg, pitch_deg, roll_deg]))
-
-
-def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> dict[str, float]:
-    """Every knob's default draw, then the forced values on top (forcing shifts no other draw)."""
-    knobs = _sample_knobs(rng)
-    if overrides is not None:
-        overrides = overrides.validated()
-        for name in RoomKnobs.names():
-            value = getattr(overrides, name)
-            if value is not None:
-                knobs[name] = int(value) if name == "n_objects" else float(value)
-    return knobs
 
 
 def sample_room(rng: np.random.Generator, knobs: dict) -> tuple:

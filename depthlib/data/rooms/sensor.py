@@ -34,11 +34,8 @@ def kinect_raw(
     rng: np.random.Generator,
     focal: float,
 ) -> np.ndarray:
-    """Raw depth (H, W) float32 with holes = 0; every non-hole pixel is within quantisation of ``depth``.
-
-    ``facing`` is |cos| of the angle between surface normal and viewing ray, ``focal`` the
-    colour camera's fx at this image size (sets the width of projector shadows in pixels).
-    """
+    """Raw depth (H, W) float32, holes = 0, else ``depth`` quantised. ``facing``: |cos| between
+    surface normal and viewing ray; ``focal``: the colour camera's fx (sets shadow widths)."""
     h, w = depth.shape
     holes = _projector_shadow(depth, focal)
     holes |= _far_side_of_edges(depth)

@@ -1,12 +1,10 @@
 """Writing rendered rooms into NYU's labeled.mat layout one image at a time, while rendering goes on.
 
-``write_labeled`` (nyu.py) defines the layout but takes whole arrays, and 1449 rooms at 480x640
-are ~5 GB. So the file is created by ``write_labeled`` from zero arrays (``np.zeros`` pages are
-never touched in RAM and zero chunks compress to almost nothing), then each image's chunks are
-overwritten as the image arrives. When the datasets have the usual layout (one chunk per image,
-shuffle then deflate), each worker process runs those two filters on its own chunks and the file
-receives the finished bytes through ``write_direct_chunk``: compression then runs in parallel with
-rendering instead of after it. Any other layout falls back to ordinary writes.
+``write_labeled`` takes whole arrays, and 1449 rooms at 480x640 are ~5 GB. So it creates the file
+from zero arrays (untouched ``np.zeros`` pages cost no RAM; zero chunks compress to nothing), and
+each image's chunks are overwritten as it arrives. With the usual layout (one chunk per image,
+shuffle then deflate) the workers compress their own chunks and the file takes the finished
+bytes through ``write_direct_chunk``, so compression runs in parallel with rendering.
 """
 
 from __future__ import annotations
