@@ -220,6 +220,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
     p.add_argument("--eigen-crop", action=argparse.BooleanOptionalAction, help="force on/off")
+    p.add_argument(
+        "--median-scaling", action="store_true",
+        help="scale each prediction to the GT's median first (scale-free; not NYU's protocol)",
+    )  # fmt: skip
     p.add_argument("--input-size", help="network input HxW (default: the training size)")
     p.add_argument("--train-data", help="train list for baselines of a one-split folder export")
     p.add_argument("--batch-size", type=int, default=16)
@@ -239,9 +243,10 @@ def _run_evaluate(args) -> int:
         args.checkpoint, args.data, args.split, eigen_crop=args.eigen_crop, out=args.json,
         batch_size=args.batch_size, input_size=size if isinstance(size, tuple) else None,
         which=args.which, train_data=args.train_data, max_images=args.max_images,
-        progress=not args.quiet,
+        progress=not args.quiet, median_scaling=args.median_scaling,
     )  # fmt: skip
     crop = "Eigen crop" if result["eigen_crop"] else "no crop"
+    crop += ", median-scaled" if args.median_scaling else ""
     where = f"{args.split} split of {args.data} ({result['n_images']} images, {crop})"
     print(f"{result['checkpoint']} on the {where}:\n{result['table']}")
     for note in result["notes"]:

@@ -37,7 +37,7 @@ __all__ = [
 Weights = str | os.PathLike | Mapping[str, torch.Tensor]  # a file, or tensors by name
 
 
-def _plain(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _contiguous_cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies; tensors sharing storage (tied weights) are cloned, as safetensors
     refuses aliases."""
     out, seen = {}, set()
@@ -53,7 +53,9 @@ def _plain(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def weights_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] = ()) -> bytes:
     """The safetensors file of ``tensors`` (with ``metadata`` in its header), as bytes."""
-    return safetensors.torch.save(_plain(tensors), metadata={"format": "pt", **dict(metadata)})
+    return safetensors.torch.save(
+        _contiguous_cpu(tensors), metadata={"format": "pt", **dict(metadata)}
+    )
 
 
 def save_weights(

@@ -169,3 +169,43 @@ def test_info_reads_a_folder_export(exports, capsys):
     out = capsys.readouterr().out
     assert "BTSFolder list of 18 pairs of 48x64" in out and "depth scale mm" in out
     assert dataset_summary(bts)["raw_hole_fraction"] == pytest.approx(1 / (H * W))  # one per image
+
+
+def test_the_real_photo_benchmark_scores_runs_and_a_constant_map(exports, tmp_path, monkeypatch):
+    """benchmarks/bench_real_photos.py on a tiny DenseDepth test export: each run and the train
+    baselines, metric and median-scaled; the median-scaled constant map checked by hand."""
+    import runpy
+    import sys
+
+    from depthlib.depth.metrics import compute_metrics
+
+    monkeypatch.setenv("DEPTHLIB_DATA", str(tmp_path / "data"))
+    train_list = exports[1]
+    run = tmp_path / "run"
+    finetune(train_list, "quick", out=run, epochs=1, batch_size=4, final_eval=False,
+             progress=False)  # fmt: skip
+    test_csv = train_list.with_name("nyu2_test.csv")
+    out, fig = tmp_path / "real.json", tmp_path / "real.png"
+    argv = ["bench_real_photos.py", "--data", str(test_csv), "--run", f"mine={run}",
+            "--out", str(out), "--figure", str(fig)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks/bench_real_photos.py"),
+                   run_name="__main__")  # fmt: skip
+    record = json.loads(out.read_text())
+    rows = record["rows"]
+    assert {"mine (metric)", "mine (median-scaled)", "train median depth (median-scaled)",
+            "train mean depth map (metric)"} <= set(rows)  # fmt: skip
+    assert rows["mine (metric)"]["n_images"] == 6 and fig.is_file()
+    assert (
+        record["data"]["file"] == "nyu2_test.csv"
+        and record["data"]["train_data"] == train_list.name
+    )
+    test = DenseDepthFolder(test_csv)
+    by_hand = [compute_metrics(np.full_like(s["depth"], np.median(s["depth"])), s["depth"])["delta1"]
+               for s in (test[i] for i in range(len(test)))]  # fmt: skip
+    constant = rows["train median depth (median-scaled)"]["delta1"]
+    assert constant == pytest.approx(np.mean(by_hand))
+    with pytest.raises(SystemExit, match="--overwrite"):  # a measurement is not replaced silently
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks/bench_real_photos.py"),
+                       run_name="__main__")  # fmt: skip

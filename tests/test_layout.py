@@ -96,9 +96,9 @@ def test_imports_only_go_down(path):
 
 
 def test_the_checker_sees_lazy_and_relative_imports():
-    code = "def f():\n    from depthlib.viz import save_figure\nfrom . import masks\n"
+    code = "def f():\n    from depthlib.viz import save_figure\nfrom . import sparse\n"
     found = imported_modules(ast.parse(code), "depthlib.spark.model", False)
-    assert {"depthlib.viz", "depthlib.spark.masks"} <= found
+    assert {"depthlib.viz", "depthlib.spark.sparse"} <= found
     assert part_of("depthlib.viz.training") == "viz" and part_of("depthlib.profiles") == "base"
 
 

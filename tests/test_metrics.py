@@ -250,3 +250,15 @@ def test_accumulator_reports_boundary_errors_only_when_asked():
     assert 3.5 <= shifted <= 4.5 and exact <= 1.0
     assert out["dbe_acc"] == pytest.approx((shifted + exact) / 2)
     assert "DBE acc" in format_table({"model": out})
+
+
+def test_median_scaling_takes_the_scale_out_and_only_the_scale():
+    g = np.linspace(1.0, 4.0, 20).reshape(4, 5)
+    twice, shuffled = MetricAccumulator(median_scaling=True), MetricAccumulator(median_scaling=True)
+    twice.update((2 * g)[None], g[None])  # right structure, wrong scale
+    shuffled.update((2 * g[::-1])[None], g[None])  # wrong structure: scaling cannot fix it
+    metric = MetricAccumulator()
+    metric.update((2 * g)[None], g[None])
+    assert metric.compute()["delta1"] == 0.0
+    assert twice.compute()["delta1"] == 1.0 and twice.compute()["abs_rel"] == pytest.approx(0.0)
+    assert shuffled.compute()["delta1"] < 0.5

@@ -475,3 +475,11 @@ def test_to_sparse_refuses_norms_that_compute_in_their_own_forward():
     with torch.no_grad(), ctx.active(grid):
         out = sparse(x)
     assert float(out[~upsample_mask(grid, (8, 8)).expand_as(out)].abs().max()) == 0.0
+
+
+def test_a_context_without_an_active_mask_says_how_to_give_one():
+    from depthlib.errors import ConfigError
+    from depthlib.spark.sparse import SparseContext
+
+    with pytest.raises(ConfigError, match="ctx.active"):
+        SparseContext().mask_for(torch.zeros(1, 3, 4, 4))

@@ -142,7 +142,7 @@ def test_paired_interval_is_the_wider_of_bootstrap_and_t():
 
 
 @dataclasses.dataclass
-class _Run:
+class FakeRun:
     """What a verdict reads from a run."""
 
     arm: str
@@ -153,7 +153,7 @@ class _Run:
 
 
 def _fake(arm, seed, abs_rel, delta1):
-    return _Run(arm, seed, {"abs_rel": abs_rel, "delta1": delta1, "rmse": 1.0, "dbe_comp": 2.0})
+    return FakeRun(arm, seed, {"abs_rel": abs_rel, "delta1": delta1, "rmse": 1.0, "dbe_comp": 2.0})
 
 
 def test_verdict_reads_the_interval_in_the_metrics_direction():
@@ -240,3 +240,11 @@ def test_the_study_key_is_the_data_content_not_its_path(tmp_path, monkeypatch):
     other = tmp_path / "other.mat"
     other.write_bytes(b"rooms" * 999 + b"ROOMS")
     assert study_dir(QUICK, other) != study_dir(QUICK, here)
+
+
+def test_a_re_rendered_rooms_file_keeps_its_study(tmp_path):
+    from depthlib.data.rooms import synthesize
+
+    first = synthesize(tmp_path / "a.mat", 4, (32, 48), 5, workers=1, progress=False)
+    again = synthesize(tmp_path / "b.mat", 4, (32, 48), 5, workers=1, progress=False)
+    assert data_identity(first) == data_identity(again)  # no write time inside the file

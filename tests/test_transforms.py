@@ -119,7 +119,7 @@ def test_resize_keeps_rgb_and_depth_in_register():
     np.testing.assert_array_equal(up["depth"][::2, ::2], s["depth"])  # nearest 2x repeats pixels
 
 
-def test_color_jitter_touches_rgb_only():
+def test_jitter_touches_rgb_only():
     s = coordinate_sample()
     s["rgb"] = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
     batch = as_batch(s)

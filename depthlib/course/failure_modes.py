@@ -165,8 +165,8 @@ def knob_sweep(
             for i in range(n_rooms)
         ]
         edges = [boundary_band(room["objects"], band) for room in rooms]
-        for name, predict in predictors.items():
-            preds = predict([room["rgb"] for room in rooms])
+        for name, predictor in predictors.items():
+            preds = predictor([room["rgb"] for room in rooms])
             for index, (room, pred, edge) in enumerate(zip(rooms, preds, edges, strict=True)):
                 gt, objects = room["depth"], room["objects"]
                 found, counted = relief_detection(pred, gt, objects, band=band)
@@ -339,8 +339,8 @@ def prediction_rows(models: Mapping, source, indices: Sequence[int]) -> list[dic
         sample = source[int(i)]
         row = {k: sample[k] for k in ("rgb", "depth", "valid")} | {"index": int(sample["index"])}
         row["predictions"] = {}
-        for name, predict in predictors.items():
-            pred = predict([sample["rgb"]])[0]
+        for name, predictor in predictors.items():
+            pred = predictor([sample["rgb"]])[0]
             abs_rel = _image_metrics(pred, sample["depth"], sample["valid"])["abs_rel"]
             row["predictions"][name] = (pred, abs_rel)
         rows.append(row)
@@ -360,7 +360,7 @@ def results_rows(runs: Mapping[str, str | os.PathLike], baseline_run: str | None
         if not path.is_file():
             raise DataError(
                 f"{path} does not exist: run {name!r} has no final evaluation. Finish its "
-                "training (finetune writes it) or run `depthlib evaluate --out` on it."
+                "training (finetune writes it) or run `depthlib evaluate --checkpoint RUN --data FILE --json RUN/evaluation.json`."
             )
         result = json.loads(path.read_text())
         rows[name] = result["rows"][MODEL_ROW]

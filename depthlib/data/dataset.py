@@ -50,8 +50,8 @@ def check_preload(n: int, size: Sequence[int], bytes_per_pixel: int, limit: floa
     if needed > limit:
         raise ConfigError(
             f"Preloading {n} images of {size[0]}x{size[1]} needs {needed / 1e9:.1f} GB (limit "
-            f"{limit / 1e9:.1f} GB). Use fewer images or a smaller size, stream them "
-            "(preload=False), or raise max_preload_bytes if the machine has the memory."
+            f"{limit / 1e9:.1f} GB). Use fewer images or a smaller size (--n-images, --height/--width), "
+            "or a folder export, which is streamed instead of preloaded."
         )
 
 

@@ -159,8 +159,9 @@ def _from_h5(value):
 
 def _write_matlab_header(path: Path) -> None:
     """Fill the userblock with MATLAB's v7.3 header, as MATLAB itself writes it; scipy.io.loadmat
-    then recognises the file as v7.3 (HDF5) instead of failing on an unknown format."""
-    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime())
+    then recognises the file as v7.3 (HDF5) instead of failing on an unknown format. The date is
+    fixed (the epoch), so that the same data gives the same bytes whenever it is written."""
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(0))
     text = f"MATLAB 7.3 MAT-file, Platform: depthlib, Created on: {stamp} HDF5 schema 1.00 ."
     header = text.encode().ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
     with open(path, "r+b") as f:

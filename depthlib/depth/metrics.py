@@ -158,13 +158,19 @@ class MetricAccumulator:
     ``compute()`` returns each metric's mean plus ``n_images`` and ``n_skipped``; ``per_image``
     keeps every image's metrics (None if skipped). ``boundaries`` adds the depth boundary errors
     against the GT's own depth edges (averaged over the images that have edges).
+    ``median_scaling`` multiplies each prediction by median(GT) / median(prediction) over the
+    evaluated pixels (then clips): the scale-free score, for models whose metric scale cannot
+    transfer (e.g. trained on rendered rooms, scored on real photos). Not the NYU protocol.
     """
 
-    def __init__(self, min_depth=1e-3, max_depth=10.0, eigen_crop=False, boundaries=False):
+    def __init__(
+        self, min_depth=1e-3, max_depth=10.0, eigen_crop=False, boundaries=False,
+        median_scaling=False,
+    ):  # fmt: skip
         if not 0 < min_depth < max_depth:
             raise ConfigError(f"Need 0 < min_depth < max_depth, got {min_depth}, {max_depth}.")
         self.min_depth, self.max_depth, self.eigen_crop = min_depth, max_depth, eigen_crop
-        self.boundaries = boundaries
+        self.boundaries, self.median_scaling = boundaries, median_scaling
         self.per_image: list[dict[str, float] | None] = []
 
     def update(self, pred_batch, gt_batch, valid_batch=None) -> None:
@@ -182,6 +188,8 @@ class MetricAccumulator:
             if not ok.any():
                 self.per_image.append(None)
                 continue
+            if self.median_scaling:
+                p = np.clip(p * np.median(g[ok]) / np.median(p[ok]), self.min_depth, self.max_depth)
             row = depth_errors(p[ok], g[ok])
             if self.boundaries:
                 row |= boundary_errors(p, depth_edges(g, ok))
@@ -226,11 +234,13 @@ def depth_in_batches(model: nn.Module, images: torch.Tensor, batch_size: int = 1
 
 def score_model(
     model: nn.Module, eval_set: EvalSet, *, batch_size: int = 16, eigen_crop: bool = False,
-    progress: bool = False, boundaries: bool = False,
+    progress: bool = False, boundaries: bool = False, median_scaling: bool = False,
 ) -> dict[str, float]:  # fmt: skip
     """Protocol metrics of ``model`` on ``eval_set`` (with the depth boundary errors when asked)
     plus ``seconds`` and ``images_per_s`` of inference alone (prediction, not scoring)."""
-    acc = MetricAccumulator(eigen_crop=eigen_crop, boundaries=boundaries)
+    acc = MetricAccumulator(
+        eigen_crop=eigen_crop, boundaries=boundaries, median_scaling=median_scaling
+    )
     bar = progress_bar(total=len(eval_set), desc="evaluating", unit="img", disable=not progress)
     seconds, t0 = 0.0, time.perf_counter()
     for start, depth in depth_in_batches(model, eval_set.images, batch_size):

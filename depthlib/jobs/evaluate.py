@@ -67,8 +67,8 @@ def load_eval_set(data: DepthDataset) -> EvalSet:
     sizes = {tuple(x.shape) for x in images}
     if len(sizes) > 1:
         raise ConfigError(
-            f"The images differ in size ({sorted(sizes)[:3]}); pass input_size=(H, W) so they "
-            "can be batched."
+            f"The images differ in size ({sorted(sizes)[:3]}); give the dataset a size (evaluate's "
+            "input_size=(H, W), --input-size HxW) so they can be batched."
         )
     return EvalSet(torch.stack(images), depths, valids, indices)
 
@@ -92,12 +92,14 @@ def fit_baselines(
 
 
 def score_baselines(
-    baselines: dict, eval_set: EvalSet, *, eigen_crop: bool = False, boundaries: bool = False
+    baselines: dict, eval_set: EvalSet, *, eigen_crop=False, boundaries=False, median_scaling=False
 ) -> dict:
     """One metrics row per fitted baseline on the same GT maps as the model."""
     rows = {}
     for name, baseline in baselines.items():
-        acc = MetricAccumulator(eigen_crop=eigen_crop, boundaries=boundaries)
+        acc = MetricAccumulator(
+            eigen_crop=eigen_crop, boundaries=boundaries, median_scaling=median_scaling
+        )
         for depth, valid in zip(eval_set.depths, eval_set.valids, strict=True):
             acc.update(baseline.predict(depth.shape)[None], depth[None], valid[None])
         rows[name] = acc.compute()
@@ -191,6 +193,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     boundaries: bool = True,
+    median_scaling: bool = False,
 ) -> dict:
     """Score a model (or a checkpoint / run folder) on ``split`` of ``data``, with baselines.
 
@@ -200,6 +203,7 @@ def evaluate(
     baselines: fit the train split's mean depth map and median depth (``train_data`` for folder
     exports, which hold one split). max_images: evenly spaced subset, for quick looks only.
     out: also write the result as JSON there. boundaries: add the depth boundary errors (DBE).
+    median_scaling: scale every prediction to the GT's median first (scale-free, not the protocol).
 
     Returns ``{"rows": {name: metrics}, "table": markdown, "data", "split", "eigen_crop",
     "input_size", "checkpoint", "n_images", "inference_images_per_s", "notes"}``.
@@ -214,7 +218,7 @@ def evaluate(
     key = (_file_key(data), split, size, positions)
     data_set = DepthDataset(source, positions, size=size)
     eval_set = _cached_eval_set(key, lambda: load_eval_set(data_set))
-    scoring = {"eigen_crop": eigen_crop, "boundaries": boundaries}
+    scoring = {"eigen_crop": eigen_crop, "boundaries": boundaries, "median_scaling": median_scaling}
     model_row = score_model(model, eval_set, batch_size=batch_size, progress=progress, **scoring)
     rows = {MODEL_ROW: model_row}
     notes = []
@@ -236,6 +240,7 @@ def evaluate(
         "data": str(data),
         "split": split,
         "eigen_crop": bool(eigen_crop),
+        "median_scaling": bool(median_scaling),
         "input_size": list(size) if size else None,
         "checkpoint": info["checkpoint"],
         "n_images": len(eval_set),

@@ -210,7 +210,7 @@ def write_depth_maps(
     already in ``out_dir`` under the same names are refused unless ``overwrite``.
     """
     out = ensure_writable_dir(out_dir)  # fail before loading anything
-    predict = Predictor(checkpoint, input_size, batch_size=1, which=which)
+    predictor = Predictor(checkpoint, input_size, batch_size=1, which=which)
     paths = find_images(inputs)
     names = _output_names(paths)
     taken = [out / f"{n}{end}" for n in names for end in _OUTPUT_ENDINGS]
@@ -237,7 +237,7 @@ def write_depth_maps(
             report.skipped.append((path, f"empty image of size {rgb.shape[:2]}"))
             continue
         t1 = time.perf_counter()
-        depth = predict([rgb])[0]
+        depth = predictor([rgb])[0]
         report.model_seconds += time.perf_counter() - t1
         depth_png, color_png = out / f"{name}_depth.png", out / f"{name}_depth_color.png"
         _save_png(depth_to_png16(depth), depth_png)

@@ -66,6 +66,8 @@ class SparseContext:
 
     def mask_for(self, feature: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         """The bool mask (B, 1, H, W) at the resolution of ``feature``, inside :meth:`active`."""
+        if self.mask is None:
+            raise ConfigError("No active mask: run the model inside `with ctx.active(mask):`.")
         size = feature.shape[1:3] if channels_last else feature.shape[-2:]
         return upsample_mask(self.mask, size).to(feature.device)
 

@@ -215,7 +215,7 @@ def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
         raise CheckpointError(
             f"{path} is a single file, not a depthlib checkpoint folder (model.safetensors + "
             "state.pt + meta.json). Pass the run folder given as --out, or load bare encoder "
-            "weights with the model's weight import."
+            "weights with load_encoder_weights(model, path) (--encoder-weights FILE)."
         )
     if _is_checkpoint_dir(path):
         return path
