@@ -29,14 +29,29 @@ def commit() -> str:
     return (head or "unknown") + ("+uncommitted" if dirty else "")
 
 
+def cpu_kind() -> str:
+    """The CPU's model and whether it has bf16 units (AMX, AVX512-BF16): speeds depend on them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))  # fmt: skip
+    units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{model}, " + (" + ".join(units) if units else "no bf16 units")
+
+
 def provenance() -> dict:
-    """Commit, date, machine, torch, threads and the load average at this moment."""
+    """Commit, date, machine, CPU kind, torch, threads and the load average at this moment."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores {platform.machine()}, "
         + (f"GPU {gpu}" if gpu else "no GPU"),
+        "cpu": cpu_kind(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load": "/".join(f"{v:.2f}" for v in os.getloadavg()),
