@@ -40,13 +40,26 @@ RESULTS = REPO / "benchmarks" / "results"
 SHOWN = ("delta1", "abs_rel", "rmse")
 
 
+def run_config(run: str | Path) -> dict:
+    """What a fine-tuning run recorded about itself (profile, data, settings), from its folder."""
+    metas = sorted(Path(run).glob("checkpoints/*/meta.json"))
+    if not metas:
+        raise ConfigError(f"{run} is not a fine-tuning run folder (no checkpoints/*/meta.json).")
+    return json.loads(metas[-1].read_text())["run_config"]
+
+
 def training_data(run: str | Path) -> Path:
-    """The labelled file a fine-tuning run trained on, from its run folder's log."""
-    logs = sorted(Path(run).glob("checkpoints/*/meta.json"))
-    data = json.loads(logs[-1].read_text())["run_config"]["data"] if logs else None
-    if not data:
-        raise ConfigError(f"{run} is not a finished fine-tuning run folder; pass --train-data.")
-    return Path(data)
+    """The labelled file a fine-tuning run trained on."""
+    return Path(run_config(run)["data"])
+
+
+def run_summary(run: str | Path) -> dict:
+    """The settings a reader needs to know which model a row is."""
+    config = run_config(run)
+    keys = ("encoder", "encoder_weights", "epochs", "batch_size", "lr", "label_fraction", "seed")
+    settings = {k: config["finetune"][k] for k in keys}
+    return {"folder": Path(run).name, "profile": config["profile"],
+            "input_size": config["input_size"], "n_train": config["n_train"], **settings}  # fmt: skip
 
 
 def score(runs: dict, data: Path, train_data: Path | None) -> dict[str, dict]:
@@ -106,7 +119,7 @@ def main() -> None:
     record = {
         "provenance": provenance(),
         "data": {"file": data.name, "sha256": data_identity(data), "train_data": train.name},
-        "runs": {name: Path(run).name for name, run in runs.items()},
+        "runs": {name: run_summary(run) for name, run in runs.items()},
         "baselines": {"mean-depth": MeanDepthBaseline.name, "constant": "train median depth"},
         "rows": rows,
     }
