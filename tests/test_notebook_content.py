@@ -89,3 +89,35 @@ def test_the_path_pattern_catches_machine_paths_and_spares_units_and_variables()
     ]
     assert all(ABSOLUTE_PATH.search(text) for text in caught)
     assert not any(ABSOLUTE_PATH.search(text) for text in spared)
+
+
+# A checked line that claims an equality ("by hand = depthlib: ...", "... match: ...") and prints
+# False: nbval would pin a wrong answer. Plain facts that happen to be False ("splits.mat is HDF5:
+# False", "depth changes False") are not equality checks.
+FALSE_EQUALITY = re.compile(
+    r"(\S\s=\s\S|\b(equal|equals|match|matches|agree|agrees|identical|same)\b)[^\n]*\bFalse\b", re.I
+)
+
+
+def test_the_false_equality_rule_reads_lines_as_meant():
+    assert FALSE_EQUALITY.search("per-image metrics, by hand = depthlib: False")
+    assert FALSE_EQUALITY.search("sparse and reference outputs identical: False")
+    assert not FALSE_EQUALITY.search("per-image metrics, by hand = depthlib: True")
+    assert not FALSE_EQUALITY.search("splits.mat is HDF5: False")
+    assert not FALSE_EQUALITY.search(
+        "light values [0.15, 0.4]: RGB changes True, depth changes False"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_checked_equality_is_true_not_pinned_false(path):
+    nb = _read(path)
+    checked = {i for i, c in enumerate(nb.cells) if "# NBVAL_CHECK_OUTPUT" in c.source}
+    wrong = [
+        f"cell {index}: {line.strip()}"
+        for index, text in _output_texts(nb)
+        if index in checked
+        for line in text.splitlines()
+        if FALSE_EQUALITY.search(line)
+    ]
+    assert not wrong, f"{path.name} pins a false equality: {wrong}"
