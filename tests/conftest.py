@@ -38,3 +38,19 @@ def read_only_dir(tmp_path, monkeypatch):
         monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     yield locked
     locked.chmod(0o700)  # let pytest clean it up
+
+
+class _Boom:
+    """A pickle that would create a file if it were ever executed."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def boom():
+    """``boom(marker)``: a booby-trapped pickle; ``marker`` exists afterwards only if it ran."""
+    return _Boom

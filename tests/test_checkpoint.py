@@ -58,16 +58,6 @@ def write(store, name, model, step, epoch=1, **extra):
     return store.save(name, model.state_dict(), state, meta)
 
 
-class Boom:
-    """A pickle that would create a file if it were ever executed."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 # ------------------------------------------------------------------ atomic writes
 def test_atomic_write_failing_mid_write_leaves_old_file_and_no_temp(tmp_path):
     target = tmp_path / "latest.json"
@@ -157,16 +147,16 @@ def test_rng_state_round_trip_for_torch_numpy_python():
     assert first[2:] == again[2:]
 
 
-def test_pickle_checkpoints_are_refused_without_executing_them(tmp_path):
+def test_pickle_checkpoints_are_refused_without_executing_them(tmp_path, boom):
     marker = tmp_path / "executed"
     folder = write(CheckpointStore(tmp_path / "run" / "checkpoints"), "epoch_0001", Small(), 4)
-    torch.save({"evil": Boom(marker)}, folder / "state.pt")
+    torch.save({"evil": boom(marker)}, folder / "state.pt")
     with pytest.raises(CheckpointError, match="never unpickles"):
         load_checkpoint(tmp_path / "run")
     # a whole module saved with torch.save, and a plain pickle, passed as "the checkpoint"
     torch.save(Small(), tmp_path / "model.pth")
     with open(tmp_path / "plain.pkl", "wb") as f:
-        pickle.dump(Boom(marker), f)
+        pickle.dump(boom(marker), f)
     for path in (tmp_path / "model.pth", tmp_path / "plain.pkl"):
         with pytest.raises(CheckpointError, match="never unpickles"):
             load_checkpoint(path)

@@ -260,23 +260,13 @@ def test_output_folder_under_a_regular_file(tmp_path, capsys):
     assert code == 2 and "Cannot write to the output folder" in err and "--out" in err
 
 
-class Boom:
-    """A pickle that would create a file if it were ever executed."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
-def test_pickle_checkpoints_are_refused_by_the_cli_without_running_them(tmp_path, capsys):
+def test_pickle_checkpoints_are_refused_by_the_cli_without_running_them(tmp_path, capsys, boom):
     marker = tmp_path / "executed"
     run = tmp_path / "run"
     train(run, epochs=1)
-    torch.save({"evil": Boom(marker)}, run / "checkpoints" / "epoch_0001" / "state.pt")
+    torch.save({"evil": boom(marker)}, run / "checkpoints" / "epoch_0001" / "state.pt")
     with open(tmp_path / "model.pkl", "wb") as f:
-        pickle.dump(Boom(marker), f)
+        pickle.dump(boom(marker), f)
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
     for checkpoint in (run, tmp_path / "model.pkl"):

@@ -15,16 +15,6 @@ def small() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
 
 
-class Boom:
-    """A pickle that would create a file if it were ever executed."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def test_a_str_path_a_pathlike_or_a_mapping_loads_and_anything_else_is_refused(tmp_path):
     torch.manual_seed(0)
     source = small()
@@ -63,10 +53,10 @@ def test_a_mismatch_names_a_few_keys_of_each_kind_and_loads_nothing(tmp_path):
     assert not report.ok and "1.weight" in report.loaded and "0.weight" not in report.loaded
 
 
-def test_pickles_are_refused_never_unpickled(tmp_path):
+def test_pickles_are_refused_never_unpickled(tmp_path, boom):
     marker = tmp_path / "executed"
     plain, zipped = tmp_path / "plain.safetensors", tmp_path / "model.pth"
-    plain.write_bytes(pickle.dumps(Boom(marker)))
+    plain.write_bytes(pickle.dumps(boom(marker)))
     torch.save(small().state_dict(), zipped)
     for path in (plain, zipped):
         with pytest.raises(CheckpointError, match="is a pickle.*never unpickles.*save_file"):
