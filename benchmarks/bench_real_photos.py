@@ -109,8 +109,10 @@ def main() -> None:
     parser.add_argument("--figure", default=str(RESULTS / "real_photos.png"))
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    out = refuse_to_replace(args.out, args.overwrite)
+    if bad := [item for item in args.run if "=" not in item or not item.split("=", 1)[1]]:
+        parser.error(f"--run takes NAME=RUN_DIR (a fine-tuning run folder), got {bad[0]!r}")
     runs = dict(item.split("=", 1) for item in args.run)
+    out = refuse_to_replace(args.out, args.overwrite)
     data = Path(args.data)
     train = Path(args.train_data) if args.train_data else training_data(next(iter(runs.values())))
     rows = score(runs, data, train)

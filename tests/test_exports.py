@@ -171,7 +171,9 @@ def test_info_reads_a_folder_export(exports, capsys):
     assert dataset_summary(bts)["raw_hole_fraction"] == pytest.approx(1 / (H * W))  # one per image
 
 
-def test_the_real_photo_benchmark_scores_runs_and_a_constant_map(exports, tmp_path, monkeypatch):
+def test_the_real_photo_benchmark_scores_runs_and_a_constant_map(
+    exports, tmp_path, monkeypatch, capsys
+):
     """benchmarks/bench_real_photos.py on a tiny DenseDepth test export: each run and the train
     baselines, metric and median-scaled; the median-scaled constant map checked by hand."""
     import runpy
@@ -188,10 +190,10 @@ def test_the_real_photo_benchmark_scores_runs_and_a_constant_map(exports, tmp_pa
     out, fig = tmp_path / "real.json", tmp_path / "real.png"
     argv = ["bench_real_photos.py", "--data", str(test_csv), "--run", f"mine={run}",
             "--out", str(out), "--figure", str(fig)]  # fmt: skip
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_photos.py")
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks/bench_real_photos.py"),
-                   run_name="__main__")  # fmt: skip
+    runpy.run_path(bench, run_name="__main__")
     record = json.loads(out.read_text())
     rows = record["rows"]
     assert {"mine (metric)", "mine (median-scaled)", "train median depth (median-scaled)",
@@ -206,6 +208,10 @@ def test_the_real_photo_benchmark_scores_runs_and_a_constant_map(exports, tmp_pa
                for s in (test[i] for i in range(len(test)))]  # fmt: skip
     constant = rows["train median depth (median-scaled)"]["delta1"]
     assert constant == pytest.approx(np.mean(by_hand))
+    monkeypatch.setattr(sys, "argv", [*argv[:3], "--run", str(run), *argv[5:]])  # no NAME=
+    with pytest.raises(SystemExit):
+        runpy.run_path(bench, run_name="__main__")
+    assert "--run takes NAME=RUN_DIR" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="--overwrite"):  # a measurement is not replaced silently
-        runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks/bench_real_photos.py"),
-                       run_name="__main__")  # fmt: skip
+        runpy.run_path(bench, run_name="__main__")
