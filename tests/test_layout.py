@@ -36,7 +36,9 @@ ALLOWED = {
 MAX_LINES = 400
 # The whole package, and SparK's own part of it: the method fits in about what SparK's official
 # pretrain/ needs (encoder, decoder, model and loss in some 530 lines) plus the checks a course adds.
-MAX_PACKAGE_LINES = 12_500
+# The package cap rose from 12,500 to 12,800 when the rooms renderer gained what a real room
+# has (clutter, cones, gloss, camera effects) and evaluation its two ground truths.
+MAX_PACKAGE_LINES = 12_800
 MAX_SPARK_LINES = 750
 
 

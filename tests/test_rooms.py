@@ -22,7 +22,8 @@ from depthlib.data.rooms import (
 )
 from depthlib.data.rooms import render as rooms_render
 from depthlib.data.rooms import writer as rooms_writer
-from depthlib.data.rooms.scene import Material, Primitive, look_at_rotation
+from depthlib.data.rooms.furniture import _piece, _to_world
+from depthlib.data.rooms.scene import Material, Primitive, _material, look_at_rotation, pick_color
 from depthlib.errors import ConfigError
 
 H, W = 48, 64
@@ -91,6 +92,9 @@ def test_turned_camera_sees_side_wall_at_analytic_depth():
         ),
         (prim("cylinder", (2.0, 1.5, 3.0), (0.3, 0.6, 0.3)), 3.0 - 0.3 - 0.5),
         (prim("sphere", (2.0, 1.5, 3.0), (0.35, 0.35, 0.35)), 3.0 - 0.35 - 0.5),
+        # a frustum 0.4 m wide at the bottom, 0.2 m at the top: 0.3 m at the camera's height
+        (prim("cone", (2.0, 1.5, 3.0), (0.4, 0.6, 0.2)), 3.0 - 0.3 - 0.5),
+        (prim("cone", (2.0, 1.0, 3.0), (0.1, 0.3, 0.1)), np.inf),  # below the ray: missed
     ],
 )
 def test_primitives_in_front_of_the_camera_are_hit_at_their_surface(shape, expected):
@@ -98,8 +102,29 @@ def test_primitives_in_front_of_the_camera_are_hit_at_their_surface(shape, expec
     scene = empty_room(primitives=[shape])
     depth, surf, _ = rooms_render.cast(scene, 480, 640)
     v, u = 254, 326  # nearest pixel to (cx, cy) = (325.6, 253.7)
+    if expected == np.inf:
+        assert surf[v, u] < rooms_render.N_ROOM_FACES
+        return
     assert surf[v, u] == rooms_render.N_ROOM_FACES
     assert depth[v, u] == pytest.approx(expected, abs=2e-3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_tables_top_sits_at_its_catalogue_height_in_the_depth_map(seed):
+    """Sizes are metres as the catalogue draws them: back-projected, the top of a table drawn
+    by the furniture catalogue lies at its drawn height above the floor."""
+    rng = np.random.default_rng(seed)
+    parts, _, top = _piece(rng, "table", 1.0, 2.8)
+    assert 0.68 <= top <= 0.78 or 0.35 <= top <= 0.5
+    table = [_to_world(part[:4], 2.0, 2.6, 0.3, Material(np.full(3, 0.5, np.float32)), 0)
+             for part in parts]  # fmt: skip
+    scene = empty_room(camera=(2.0, 1.45, 0.7), pitch=35.0, primitives=table)
+    depth, surf, dirs = rooms_render.cast(scene, 240, 320)
+    on_top = surf == rooms_render.N_ROOM_FACES  # part 0 is the table top
+    heights = scene.camera[1] + dirs[1][on_top] * depth[on_top]
+    assert on_top.sum() > 100
+    assert heights.max() == pytest.approx(top, abs=2e-3)
+    assert np.mean(np.abs(heights - top) < 2e-3) > 0.5  # most of what is seen is the top face
 
 
 def test_nearest_surface_wins():
@@ -146,6 +171,32 @@ def test_forcing_light_darkens_the_image_and_leaves_the_geometry():
             dark["knobs"]["light"] == 0.15
             and dark["knobs"]["mean_luminance"] < bright["knobs"]["mean_luminance"]
         )
+
+
+def test_appearance_never_changes_the_depth_map():
+    """Other colours, textures, gloss, light and camera effects: the same scene, the same depth."""
+    scene = sample_scene(4, 2)
+    rng = np.random.default_rng(9)
+    restyled = dataclasses.replace(
+        scene,
+        surfaces=[_material(rng, pick_color(rng, [], 1.0), "carpet", (0.5, 1.0)) for _ in range(6)],
+        primitives=[
+            dataclasses.replace(p, material=_material(rng, (0.2, 0.9, 0.1), "wood"))
+            for p in scene.primitives
+        ],  # fmt: skip
+        lamp_power=3.0,
+    )
+    one = render_scene(scene, H, W, np.random.default_rng(0), raw=False)
+    other = render_scene(restyled, H, W, np.random.default_rng(1), raw=False)
+    assert np.abs(one["rgb"].astype(int) - other["rgb"]).mean() > 10
+    np.testing.assert_array_equal(one["depth"], other["depth"])
+    for knobs in ({"contrast": 0.0}, {"object_albedo": 0.2}, {"noise": 0.2}):
+        forced = render_room(4, 2, H, W, raw=False, **knobs)
+        np.testing.assert_array_equal(forced["depth"], render_room(4, 2, H, W, raw=False)["depth"])
+
+
+def test_furniture_keeps_its_catalogue_size_unless_the_stress_knob_is_forced():
+    assert {render_room(1, i, 8, 8, raw=False)["knobs"]["size_scale"] for i in range(5)} == {1.0}
 
 
 def test_size_knob_makes_objects_larger():
@@ -220,6 +271,14 @@ def test_splits_follow_nyu_proportions_and_are_disjoint():
         split_indices(1)
     with pytest.raises(ConfigError, match="non-empty"):
         split_indices(10, n_train=10)
+
+
+def test_a_larger_pool_adds_training_rooms_and_keeps_the_654_test_rooms():
+    train, test = split_indices(1449, seed=3)
+    more_train, same_test = split_indices(2000, seed=3)
+    np.testing.assert_array_equal(same_test, test)
+    assert len(more_train) == 795 + 551 and set(train) < set(more_train)
+    assert np.intersect1d(more_train, same_test).size == 0
 
 
 # ------------------------------------------------------------------------------------ files

@@ -28,7 +28,7 @@ DEPTH_CMAP = "plasma_r"
 SPLIT_COLORS = {"train": "#4C72B0", "test": "#DD8452"}
 KNOB_MEANINGS = {
     "light": "overall light level (ambient and lamp together; 1 = normal)",
-    "size_scale": "multiplies every furniture piece's dimensions",
+    "size_scale": "multiplies every furniture piece's dimensions (1 = real sizes, as in the set)",
     "contrast": "object colours: 0 = the mean colour of walls and floor, 1 = free colours",
     "object_albedo": "multiplies the furniture's colours (1 = as drawn, 0.2 = dark objects)",
     "n_objects": "number of furniture pieces",

@@ -33,7 +33,7 @@ from depthlib.data.rooms.scene import RoomKnobs
 from depthlib.errors import ConfigError, DepthlibError
 
 GENERATOR = "depthlib-rooms"
-GENERATOR_VERSION = 2  # 2: the object_albedo knob is recorded
+GENERATOR_VERSION = 3  # 3: catalogue sizes, clutter, cones, gloss, camera effects, wild colours
 NYU_TRAIN, NYU_TOTAL = 795, 1449
 
 __all__ = [
@@ -87,9 +87,16 @@ def is_rooms_file(path: str | os.PathLike) -> bool:
 def split_indices(
     n: int, seed: int = 0, n_train: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """0-based (train, test) indices: NYU's 795/1449 share of ``n`` unless ``n_train`` is given."""
+    """0-based (train, test) indices: NYU's 795/1449 share of ``n`` unless ``n_train`` is given.
+
+    Past 1449 rooms, the first 1449 keep NYU's 795/654 split and every further room trains (as
+    NYU's papers add frames of the raw videos to training): a larger training pool is scored on
+    the very same 654 test rooms."""
     if n < 2:
         raise ConfigError(f"A rooms set needs at least 2 images (one train, one test); got n={n}.")
+    if n > NYU_TOTAL and n_train is None:
+        train, test = split_indices(NYU_TOTAL, seed)
+        return np.concatenate([train, np.arange(NYU_TOTAL, n)]), test
     n_train = round(n * NYU_TRAIN / NYU_TOTAL) if n_train is None else int(n_train)
     if not 1 <= n_train <= n - 1:
         raise ConfigError(

@@ -16,11 +16,14 @@ from depthlib.data.rooms.scene import (
     Material,
     Primitive,
     _material,
+    pick_color,
 )
 
 # name: (probability, placement)
 PIECES = {
-    "cabinet": (0.26, "wall"),
+    "cabinet": (0.20, "wall"),
+    "shelf": (0.08, "wall"),
+    "plant": (0.06, "free"),
     "bed": (0.07, "wall"),
     "sofa": (0.08, "wall"),
     "desk": (0.08, "wall"),
@@ -44,6 +47,11 @@ def _box(center, half, yaw=0.0):
 
 def _cylinder(x, z, y0, y1, r):
     return ("cylinder", np.array([x, (y0 + y1) / 2, z]), np.array([r, (y1 - y0) / 2, r]), 0.0)
+
+
+def _cone(x, z, y0, y1, r0, r1):
+    """A vertical frustum: radius r0 at height y0, r1 at y1."""
+    return ("cone", np.array([x, (y0 + y1) / 2, z]), np.array([r0, (y1 - y0) / 2, r1]), 0.0)
 
 
 def _sphere(x, y, z, r):
@@ -80,6 +88,8 @@ def _piece(rng, name, s, ceiling):
             (*_box((0, h / 2, 0.04), (w / 2, h / 2, d / 2 - 0.04)), 0),
             (*_box((0, head / 2, -d / 2 + 0.03), (w / 2 + 0.02, head / 2, 0.03)), 1),
         ]
+        for x in (-w / 4, w / 4) if w > 1.2 else (0,):  # pillows
+            parts.append((*_box((x, h + 0.06, -d / 2 + 0.25), (0.3, 0.06, 0.18)), 1))
         return parts, (w / 2 + 0.02, d / 2), 0.0
     if name == "sofa":
         w, d, seat = u(1.4, 2.4) * s, u(0.8, 1.0) * s, u(0.38, 0.48) * s
@@ -90,6 +100,8 @@ def _piece(rng, name, s, ceiling):
             (*_box((-(w / 2 - arm / 2), 0.3 * back, 0), (arm / 2, 0.3 * back, d / 2)), 1),
             (*_box((w / 2 - arm / 2, 0.3 * back, 0), (arm / 2, 0.3 * back, d / 2)), 1),
         ]
+        for x in u(-0.35, 0.35, rng.integers(0, 3)) * w:  # cushions leaning on the back
+            parts.append((*_box((x, seat + 0.2, -0.25 * d), (0.2, 0.2, 0.06), u(-0.3, 0.3)), 1))
         return parts, (w / 2, d / 2), 0.0
     if name in ("desk", "table"):
         w, d = u(0.8, 1.8) * s, u(0.5, 0.9) * s
@@ -97,7 +109,34 @@ def _piece(rng, name, s, ceiling):
         t, leg = 0.03 + 0.02 * rng.random(), u(0.02, 0.04) * s
         parts = [(*_box((0, h - t / 2, 0), (w / 2, t / 2, d / 2)), 0)]
         parts += [(*p, 1) for p in _legs(w / 2, d / 2, h - t, leg)]
+        if name == "desk" and rng.random() < 0.5:  # a monitor on its foot
+            sw, sh = u(0.45, 0.7) * s, u(0.28, 0.42) * s
+            parts.append((*_box((0, h + 0.12 * s + sh / 2, -d / 4), (sw / 2, sh / 2, 0.02)), 1))
+            parts.append((*_box((0, h + 0.06 * s, -d / 4), (0.1 * s, 0.06 * s, 0.08 * s)), 1))
         return parts, (w / 2, d / 2), h
+    if name == "shelf":  # an open bookshelf: sides, boards and rows of books
+        w, d, h = u(0.6, 1.2) * s, u(0.25, 0.4) * s, min(u(0.8, 2.0) * s, ceiling - 0.1)
+        parts = [
+            (*_box((sx * (w / 2 - 0.01), h / 2, 0), (0.01, h / 2, d / 2)), 0) for sx in (-1, 1)
+        ]
+        parts.append((*_box((0, h / 2, -d / 2 + 0.005), (w / 2, h / 2, 0.005)), 0))
+        for y in np.arange(0.02, h, u(0.3, 0.4) * s):
+            parts.append((*_box((0, y, 0), (w / 2, 0.01, d / 2)), 0))
+            x = -w / 2 + 0.02
+            while y + 0.25 * s < h and x < w / 2 - 0.06 * s and rng.random() < 0.93:
+                bw, bh = u(0.02, 0.05) * s, u(0.15, 0.26) * s
+                parts.append(
+                    (*_box((x + bw / 2, y + 0.01 + bh / 2, 0.0), (bw / 2, bh / 2, d / 3)), 1)
+                )
+                x += bw + (u(0.05, 0.2) * s if rng.random() < 0.1 else 0.002)
+        return parts, (w / 2, d / 2), h if h < 1.3 else 0.0
+    if name == "plant":  # a pot and its foliage
+        r, h, leaves = u(0.1, 0.22) * s, u(0.2, 0.45) * s, u(0.2, 0.45) * s
+        parts = [
+            (*_cone(0, 0, 0, h, 0.75 * r, r), 1),
+            (*_sphere(0, h + 0.8 * leaves, 0, leaves), 0),
+        ]
+        return parts, (max(r, leaves),) * 2, 0.0
     if name == "round_table":
         r, h = u(0.35, 0.65) * s, u(0.65, 0.78) * s
         parts = [
@@ -121,7 +160,9 @@ def _piece(rng, name, s, ceiling):
         parts = [
             (*_cylinder(0, 0, 0, 0.03, 0.15 * s), 1),
             (*_cylinder(0, 0, 0.03, h, 0.015 * s), 1),
-            (*_sphere(0, h + r * 0.9, 0, r), 0),
+            (*_sphere(0, h + r * 0.9, 0, r), 0)
+            if rng.random() < 0.4
+            else (*_cone(0, 0, h - 0.05, h + 1.2 * r, 1.1 * r, 0.7 * r), 0),
         ]
         return parts, (max(r, 0.15 * s),) * 2, 0.0
     if name == "ball":
@@ -133,8 +174,9 @@ def _piece(rng, name, s, ceiling):
 
 
 def _small_item(rng, s, hx, hz, top):
-    """A book, vase, mug or ball standing on a surface of half size (hx, hz) at height ``top``."""
-    u, kind = rng.uniform, rng.integers(3)
+    """A book, box, cup, vase, bin or ball standing on a surface of half size (hx, hz) at height
+    ``top`` (0: the floor)."""
+    u, kind = rng.uniform, rng.integers(4)
     x, z = u(-0.7, 0.7) * hx, u(-0.7, 0.7) * hz
     if kind == 0:
         w, h, d = u(0.12, 0.35) * s, u(0.03, 0.25) * s, u(0.12, 0.3) * s
@@ -142,6 +184,9 @@ def _small_item(rng, s, hx, hz, top):
     if kind == 1:
         r, h = u(0.03, 0.1) * s, u(0.08, 0.4) * s
         return _cylinder(x, z, top, top + h, r)
+    if kind == 2:
+        r, h = u(0.04, 0.14) * s, u(0.08, 0.4) * s
+        return _cone(x, z, top, top + h, r * u(0.5, 1.0), r)
     r = u(0.05, 0.13) * s
     return _sphere(x, top + r, z, r)
 
@@ -149,10 +194,10 @@ def _small_item(rng, s, hx, hz, top):
 def _object_material(rng, background, contrast, albedo: float = 1.0) -> Material:
     """A furniture colour pulled towards the room's background colour by ``1 - contrast``, then
     scaled by ``albedo`` (dark objects)."""
-    color = OBJECT_COLORS[rng.integers(len(OBJECT_COLORS))]
+    color = pick_color(rng, OBJECT_COLORS, 0.4)
     pattern = "wood" if rng.random() < 0.3 else "plain"
     period, amount, axis = rng.uniform(0.01, 0.04), rng.uniform(0.03, 0.1), int(rng.choice([0, 2]))
-    m = _material(rng, color, pattern, period=period, amount=amount, axis=axis)
+    m = _material(rng, color, pattern, (0.5, 0.5), period=period, amount=amount, axis=axis)
     m.color = (albedo * (background + contrast * (m.color - background))).astype(np.float32)
     return m
 
@@ -272,10 +317,19 @@ def furnish(rng, room, camera, forward, knobs, background) -> tuple[list[Primiti
         x, z, yaw = spot
         prims += [_to_world(p[:4], x, z, yaw, materials[p[4]], group) for p in parts]
         group += 1
-        for _ in range(rng.integers(0, 4) if top > 0 else 0):
+        for _ in range(rng.integers(0, 7) if top > 0 else 0):
             item = _small_item(rng, s, hx, hz, top)
             material = _object_material(rng, background, contrast, albedo)
             prims.append(_to_world(item, x, z, yaw, material, group))
+            group += 1
+    clutter = rng.integers(0, 10) if knobs["n_objects"] else 0  # none in an empty room
+    for _ in range(clutter):  # clutter on the floor: boxes, bins, cups, balls
+        item = _small_item(rng, s, 0.0, 0.0, 0.0)
+        reach = np.max(np.abs(Primitive(*item, None, 0).bounds()[:, [0, 2]]))  # any turn fits
+        spot = _place(rng, plan, "free", reach, reach)
+        if spot is not None:
+            material = _object_material(rng, background, contrast, albedo)
+            prims.append(_to_world(item, *spot, material, group))
             group += 1
     prims += _decor(rng, room, background)
     sizes = np.zeros(group)

@@ -54,8 +54,8 @@ def render_scene(
     """``rgb`` uint8, ``depth`` float32 m, ``raw_depth`` (or None), ``stats`` and, with
     ``objects``, the per-pixel furniture ids (:func:`object_ids`) of a scene."""
     depth, surf, dirs = render.cast(scene, height, width)
-    p, normals, albedo, glow = render.surfaces(scene, depth, surf, dirs)
-    radiance, _ = render.shade(scene, p, normals, albedo, glow)
+    p, normals, albedo, glow, gloss = render.surfaces(scene, depth, surf, dirs)
+    radiance, _ = render.shade(scene, p, normals, albedo, glow, gloss)
     rgb = photo(radiance.reshape(height, width, 3), rng, scene.knobs["noise"])
     raw_depth = None
     if raw:

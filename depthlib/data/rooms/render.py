@@ -55,7 +55,7 @@ def rays(scene: Scene, height: int, width: int) -> tuple[np.ndarray, np.ndarray,
 
 def intersect(prim: Primitive, origin, dx, dy, dz) -> np.ndarray:
     """Ray parameter of the first hit with ``prim`` (inf where missed); origin is one point."""
-    shape = {"box": _box, "cylinder": _cylinder, "sphere": _sphere}[prim.kind]
+    shape = {"box": _box, "cylinder": _cylinder, "cone": _cone, "sphere": _sphere}[prim.kind]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return shape(prim, origin, dx, dy, dz)
 
@@ -91,6 +91,29 @@ def _cylinder(prim, origin, dx, dy, dz):
         xc, zc = px + tc * dx, pz + tc * dz
         t = np.where((xc * xc + zc * zc <= r * r) & (tc > _EPS) & (tc < t), tc, t)
     return t
+
+
+def _cone(prim, origin, dx, dy, dz):
+    """A vertical frustum (lamp shade, vase, bin): radius ``half[0]`` at the bottom, ``half[2]``
+    at the top. Its side solves rho = a + k*y, a quadratic whose both roots are checked."""
+    px, py, pz = (float(v) for v in np.asarray(origin) - prim.center)
+    r0, hh, r1 = (float(v) for v in prim.half)
+    k, a = (r1 - r0) / (2 * hh), (r0 + r1) / 2
+    ry = a + k * py
+    qa = dx * dx + dz * dz - k * k * dy * dy
+    qb = px * dx + pz * dz - k * ry * dy
+    disc = qb * qb - qa * (px * px + pz * pz - ry * ry)
+    root = np.sqrt(np.maximum(disc, 0))
+    best = np.full(np.shape(dx), np.inf, np.float32)
+    for t in ((-qb - root) / qa, (-qb + root) / qa):
+        y = py + t * dy
+        ok = (disc >= 0) & (np.abs(y) <= hh) & (t > _EPS) & (t < best)
+        best = np.where(ok, t, best)
+    for cap_y, r in ((-hh, r0), (hh, r1)):
+        tc = (cap_y - py) / dy
+        xc, zc = px + tc * dx, pz + tc * dz
+        best = np.where((xc * xc + zc * zc <= r * r) & (tc > _EPS) & (tc < best), tc, best)
+    return best
 
 
 def _sphere(prim, origin, dx, dy, dz):
@@ -206,11 +229,14 @@ def _primitive_normals(prim: Primitive, p: np.ndarray) -> np.ndarray:
     q = p - prim.center.astype(np.float32)
     if prim.kind == "sphere":
         return q / np.linalg.norm(q, axis=1, keepdims=True)
-    if prim.kind == "cylinder":
+    if prim.kind in ("cylinder", "cone"):
+        r0, hh, r1 = (np.float32(v) for v in prim.half)
+        slope = (r1 - r0) / (2 * hh)  # 0 for a cylinder
         radial = np.hypot(q[:, 0], q[:, 2])
-        on_cap = np.abs(np.abs(q[:, 1]) - prim.half[1]) < np.abs(radial - prim.half[0])
-        length = np.maximum(radial, 1e-6)[:, None]
-        n = np.stack([q[:, 0], np.zeros_like(radial), q[:, 2]], 1) / length
+        on_cap = np.abs(np.abs(q[:, 1]) - hh) < np.abs(radial - (r0 + r1) / 2 - slope * q[:, 1])
+        length = np.maximum(radial, 1e-6)
+        n = np.stack([q[:, 0] / length, np.full_like(radial, -slope), q[:, 2] / length], 1)
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
         n[on_cap] = 0
         n[on_cap, 1] = np.sign(q[on_cap, 1])
         return n
@@ -225,12 +251,13 @@ def _primitive_normals(prim: Primitive, p: np.ndarray) -> np.ndarray:
 
 
 def surfaces(scene: Scene, depth: np.ndarray, surf: np.ndarray, dirs):
-    """World points, normals, albedo and glow per pixel, each flattened to (H*W, 3) / (H*W,)."""
+    """World points, normals, albedo, glow and gloss per pixel, flattened to (H*W, ...)."""
     t = depth.reshape(-1)
     p = np.stack([d.reshape(-1) * t for d in dirs], 1) + scene.camera.astype(np.float32)
     normals = np.empty_like(p)
     albedo = np.empty_like(p)
     glow = np.zeros(len(p), np.float32)
+    gloss = np.zeros((len(p), 2), np.float32)
     ids = surf.reshape(-1)
     order = np.argsort(ids, kind="stable")
     bounds = np.searchsorted(ids[order], np.arange(N_ROOM_FACES + len(scene.primitives) + 1))
@@ -242,6 +269,7 @@ def surfaces(scene: Scene, depth: np.ndarray, surf: np.ndarray, dirs):
         if k < N_ROOM_FACES:
             m = scene.surfaces[k]
             normals[idx] = ROOM_NORMALS[k]
+            gloss[idx] = m.gloss
             if k in (2, 3):  # floor, ceiling: planks run along the material's axis
                 a, b = (q[:, 0], q[:, 2]) if m.axis == 0 else (q[:, 2], q[:, 0])
             else:  # walls: along-wall coordinate and height
@@ -255,11 +283,13 @@ def surfaces(scene: Scene, depth: np.ndarray, surf: np.ndarray, dirs):
             normals[idx] = _primitive_normals(prim, q)
             albedo[idx] = _albedo(m, q, q[:, 0] + q[:, 2], q[:, 1])
             glow[idx] = m.emissive
-    return p, normals, np.clip(albedo, 0.0, 1.0), glow
+            gloss[idx] = m.gloss
+    return p, normals, np.clip(albedo, 0.0, 1.0), glow, gloss
 
 
-def shade(scene: Scene, p, normals, albedo, glow) -> tuple[np.ndarray, np.ndarray]:
-    """Linear radiance (n, 3): hemispheric ambient + a point lamp with falloff and hard shadows.
+def shade(scene: Scene, p, normals, albedo, glow, gloss=None) -> tuple[np.ndarray, np.ndarray]:
+    """Linear radiance (n, 3): hemispheric ambient + a point lamp with falloff and hard shadows,
+    plus the lamp's white highlight on glossy surfaces (``gloss``: (n, 2) strength, exponent).
 
     Also returns the incidence cosine towards the lamp (used for sensor holes on grazing surfaces).
     """
@@ -286,7 +316,15 @@ def shade(scene: Scene, p, normals, albedo, glow) -> tuple[np.ndarray, np.ndarra
             t = intersect(prim, lamp, back[idx, 0], back[idx, 1], back[idx, 2])
             visible[idx[t < 0.999]] = False
     direct = np.zeros(len(p), np.float32)
-    direct[lit] = scene.lamp_power * cos[lit] * visible / (1 + dist2[lit] / LAMP_FALLOFF**2)
+    falloff = scene.lamp_power * visible / (1 + dist2[lit] / LAMP_FALLOFF**2)
+    direct[lit] = cos[lit] * falloff
     ambient = scene.ambient * (0.85 + 0.15 * normals[:, 1])  # sky-like: up-facing brighter
     radiance = albedo * (ambient + direct)[:, None] + glow[:, None] * max(scene.knobs["light"], 0.3)
+    if gloss is not None and len(lit):  # Blinn-Phong: half vector between lamp and eye
+        eye = scene.camera.astype(np.float32) - p[lit]
+        half = to_lamp[lit] / np.sqrt(dist2[lit])[:, None]
+        half += eye / np.linalg.norm(eye, axis=1, keepdims=True)
+        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
+        spec = np.maximum(np.einsum("ij,ij->i", normals[lit], half), 0) ** gloss[lit, 1]
+        radiance[lit] += (gloss[lit, 0] * spec * falloff)[:, None]
     return radiance, cos

@@ -9,6 +9,7 @@ forcing size_scale or n_objects keeps room, camera, lamp and colours: only furni
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -27,7 +28,8 @@ class RoomKnobs:
     size_scale  multiplies every object's dimensions (0.5 = small clutter, 1.5 = bulky furniture)
     contrast    object colours: 0 = the mean colour of walls and floor, 1 = freely chosen colours
     object_albedo  multiplies the furniture's colours (0.2 = dark objects); 1 unless forced
-    n_objects   number of furniture pieces (small items on top of them come in addition)
+    n_objects   number of furniture pieces (small items on and around them come in addition;
+                0 = an empty room)
     noise       RGB sensor noise, standard deviation on the 0..1 scale
     camera_height, pitch_deg, roll_deg  camera pose (metres above floor; degrees, down/clockwise > 0)
     """
@@ -72,15 +74,15 @@ def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> 
     """Every knob's default draw, in this order, then the forced values on top (forcing shifts no
     other draw).
 
-    Camera height and object size concentrate near everyday values (1.4 m, scale 1) with tails:
-    metric depth from one image is only learnable if such scale cues are mostly reliable, as
-    they are in real rooms. Force the knobs to study the tails.
+    Object sizes come from the catalogue's real dimensions (size_scale is 1 unless forced), and
+    the camera is held at an everyday height: metric depth from one image is only learnable if
+    such scale cues are reliable, as they are in real rooms. Force the knobs to study the tails.
     """
     dark = rng.random() < 0.2
     light = rng.uniform(0.1, 0.6) if dark else rng.uniform(0.6, 1.3)
     knobs = {
         "light": float(light),
-        "size_scale": float(np.clip(np.exp(rng.normal(0.0, 0.15)), 0.6, 1.5)),
+        "size_scale": 1.0,  # a stress knob: furniture keeps its catalogue sizes unless forced
         "contrast": float(rng.uniform(0.15, 1.0)),
         "object_albedo": 1.0,  # a constant, no draw: every default room is unchanged
         "n_objects": int(rng.integers(3, 15)),
@@ -111,6 +113,8 @@ class Material:
     emissive: float = 0.0  # windows glow a little even in dark rooms
     skirting: float = 0.0  # walls: height of the skirting board (m); 0 = none
     skirting_color: np.ndarray | None = None
+    gloss: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # highlight
+    # strength and Blinn-Phong exponent: lacquer, tiles and plastic shine, paint and cloth do not
     salt: int = 0  # seeds the hash and noise of this material
     noise_freq: np.ndarray = field(default_factory=lambda: np.zeros((3, 3), np.float32))
     noise_phase: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
@@ -118,18 +122,23 @@ class Material:
 
 @dataclass
 class Primitive:
-    """A box (rotated about the vertical), vertical cylinder or sphere; ``group`` = furniture item."""
+    """A box (rotated about the vertical), vertical cylinder or cone, or a sphere; ``group`` =
+    the furniture item it belongs to."""
 
-    kind: str  # box | cylinder | sphere
+    kind: str  # box | cylinder | cone | sphere
     center: np.ndarray  # (3,) world metres
-    half: np.ndarray  # box half extents; cylinder (r, half height, r); sphere (r, r, r)
+    half: np.ndarray  # box half extents; cylinder (r, half height, r); cone (r bottom, half
+    # height, r top); sphere (r, r, r)
     yaw: float
     material: Material
     group: int  # index of the object it belongs to; -1 for wall decor and rugs (not objects)
 
     def bounds(self) -> np.ndarray:
         """(8, 3) corners of an axis-aligned box containing the primitive."""
-        if self.kind == "box" and self.yaw != 0.0:
+        if self.kind == "cone":  # half = (bottom radius, half height, top radius)
+            r = max(self.half[0], self.half[2])
+            half = np.array([r, self.half[1], r])
+        elif self.kind == "box" and self.yaw != 0.0:
             c, s = np.cos(self.yaw), np.sin(self.yaw)
             ex = abs(c) * self.half[0] + abs(s) * self.half[2]
             ez = abs(s) * self.half[0] + abs(c) * self.half[2]
@@ -173,12 +182,17 @@ OBJECT_COLORS = [(0.55, 0.38, 0.22), (0.76, 0.62, 0.45), (0.30, 0.20, 0.12), (0.
                  (0.55, 0.25, 0.50), (0.80, 0.70, 0.60)]  # fmt: skip
 
 
-def _material(rng, color, pattern="plain", **kw) -> Material:
+def _material(rng, color, pattern="plain", shine=(0.0, 0.0), **kw) -> Material:
+    """A material of this colour (jittered a little); ``shine``: the highest highlight strength
+    drawn and how likely the surface is glossy at all."""
     jitter = rng.uniform(0.9, 1.1, 3)
     freq = rng.normal(0.0, 1.0, (3, 3)) * rng.uniform(0.5, 3.0)
+    glossy = rng.random() < shine[1]
+    gloss = (rng.uniform(0.05, shine[0]), rng.uniform(10, 80)) if glossy else (0.0, 1.0)
     return Material(
         color=np.clip(_srgb_to_linear(color) * jitter, 0.005, 0.95).astype(np.float32),
         pattern=pattern,
+        gloss=np.array(gloss, np.float32),
         salt=int(rng.integers(0, 2**30)),
         noise_freq=freq.astype(np.float32),
         noise_phase=rng.uniform(0, 2 * np.pi, 3).astype(np.float32),
@@ -186,8 +200,16 @@ def _material(rng, color, pattern="plain", **kw) -> Material:
     )
 
 
+def pick_color(rng, palette, wild: float) -> tuple:
+    """A colour of ``palette`` or, with probability ``wild``, any colour at all: appearance varies
+    widely so that a model has to read geometry, not learn the palette."""
+    if rng.random() < wild:
+        return colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.15, 0.95))
+    return palette[rng.integers(len(palette))]
+
+
 def _room_surfaces(rng) -> list[Material]:
-    wall_color = WALL_COLORS[rng.integers(len(WALL_COLORS))]
+    wall_color = pick_color(rng, WALL_COLORS, 0.25)
     wall_kind = rng.choice(["plain", "plain", "stripes"])
     skirting = {"skirting": rng.uniform(0.06, 0.14) if rng.random() < 0.7 else 0.0}
     skirting["skirting_color"] = _srgb_to_linear(
@@ -196,19 +218,20 @@ def _room_surfaces(rng) -> list[Material]:
     walls = []
     for _ in range(4):
         # Mostly one paint for all walls; sometimes an accent wall.
-        color = WALL_COLORS[rng.integers(len(WALL_COLORS))] if rng.random() < 0.2 else wall_color
+        color = pick_color(rng, WALL_COLORS, 0.25) if rng.random() < 0.2 else wall_color
         second = np.clip(_srgb_to_linear(color) * rng.uniform(0.75, 0.95), 0, 1)
         period, amount = rng.uniform(0.08, 0.4), rng.uniform(0.02, 0.06)
         style = {"period": period, "amount": amount, "color2": second, **skirting}
-        walls.append(_material(rng, color, wall_kind, **style))
+        walls.append(_material(rng, color, wall_kind, shine=(0.06, 0.3), **style))
     floor_kind = rng.choice(["planks", "tiles", "carpet"], p=[0.45, 0.35, 0.2])
     palette = FLOOR_COLORS[floor_kind]
-    floor_color = palette[rng.integers(len(palette))]
+    floor_color = pick_color(rng, palette, 0.15)
     period = {"planks": rng.uniform(0.09, 0.22), "tiles": rng.uniform(0.3, 0.8), "carpet": 0.02}
     amount, axis = rng.uniform(0.06, 0.16), int(rng.choice([0, 2]))
     grout = _srgb_to_linear(floor_color) * rng.uniform(0.3, 0.6)
     style = {"period": float(period[floor_kind]), "amount": amount, "axis": axis, "color2": grout}
-    floor = _material(rng, floor_color, floor_kind, **style)
+    shine = (0.0, 0.0) if floor_kind == "carpet" else (0.4, 0.7)
+    floor = _material(rng, floor_color, floor_kind, shine, **style)
     ceiling_kind = rng.choice(["plain", "panels"], p=[0.7, 0.3])
     style = {"period": 0.6, "amount": 0.02, "color2": _srgb_to_linear((0.6, 0.6, 0.6))}
     ceiling = _material(rng, (0.93, 0.93, 0.91), ceiling_kind, **style)

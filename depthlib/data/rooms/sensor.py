@@ -1,6 +1,7 @@
 """What an RGB-D sensor makes of a rendered room: an 8-bit photo and a Kinect-like raw depth map.
 
-The photo gets gamma, mild vignetting and noise. The raw depth copies the exact depth but
+The photo gets a camera's effects (exposure, white balance, tone curve, vignetting, blur, noise,
+JPEG). The raw depth copies the exact depth but
 quantises it in disparity (as a structured-light sensor measures it) and leaves holes (0) where a
 Kinect v1 returns nothing: in the projector's shadow beside near objects, just beyond depth edges,
 past its range, on grazing, very dark or glowing (window) surfaces, and in a few random blobs.
@@ -8,7 +9,11 @@ past its range, on grazing, very dark or glowing (window) surfaces, and in a few
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 KINECT_BASELINE = 0.075  # metres between IR projector and IR camera
 KINECT_FX = 580.0  # the IR camera's focal length at 640 px; sets the disparity quantisation
@@ -16,14 +21,28 @@ DISPARITY_STEP = 1 / 8  # sub-pixel resolution of the disparity, in 640-px pixel
 
 
 def photo(radiance: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
-    """Linear radiance (H, W, 3) -> uint8 sRGB-like image with vignetting and sensor noise."""
+    """Linear radiance (H, W, 3) -> uint8 sRGB-like photo, with what a real camera adds: an
+    exposure error, a white-balance cast, its own tone curve, vignetting, focus or shake blur,
+    sensor noise and JPEG compression. None of it touches the depth map."""
     h, w, _ = radiance.shape
     yy, xx = np.ogrid[-1 : 1 : complex(0, h), -1 : 1 : complex(0, w)]
     strength = np.float32(rng.uniform(0.0, 0.25))
     vignette = (1 - strength * (xx * xx + yy * yy) / 2).astype(np.float32)
-    rgb = np.clip(radiance, 0, 1) ** np.float32(1 / 2.2) * vignette[..., None]
+    cast = np.exp(rng.normal(0.0, 0.08, 3))
+    gain = (np.exp(rng.normal(0.0, 0.3)) * cast / cast.mean()).astype(np.float32)
+    gamma = np.float32(rng.uniform(1.8, 2.6))
+    rgb = np.clip(radiance * gain, 0, 1) ** (1 / gamma) * vignette[..., None]
+    blur = rng.uniform(0.0, 1.2) * w / 320 if rng.random() < 0.5 else 0.0
+    if blur > 0.2:
+        rgb = gaussian_filter(rgb, (blur, blur, 0), mode="nearest")
     rgb += np.float32(noise) * rng.standard_normal(rgb.shape, dtype=np.float32)
-    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    rgb = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    quality = int(rng.integers(30, 95)) if rng.random() < 0.7 else None
+    if quality is None:
+        return rgb
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return np.array(Image.open(buffer).convert("RGB"))
 
 
 def kinect_raw(
