@@ -41,7 +41,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--n", type=int, help="number of rooms (profile default)")
     p.add_argument("--size", help="HEIGHTxWIDTH in pixels, e.g. 240x320 (profile default)")
     p.add_argument("--seed", type=int, help="dataset seed (profile default)")
-    p.add_argument("--n-train", type=int, help="training images (default: NYU's 795/1449 share)")
+    n_train = "training images (default: NYU's 795/1449 share; past 1449 rooms, the first 1449"
+    n_train += " split 795/654 and every further room trains)"
+    p.add_argument("--n-train", type=int, help=n_train)
     knob = "force a scene factor in every room, e.g. light=0.2 (repeatable)"
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE", help=knob)
     p.add_argument("--workers", type=int, help="rendering processes (default: all usable cores)")
@@ -211,7 +213,8 @@ def _add_evaluate(sub) -> None:
         "metric table of a checkpoint on a dataset split, beside train-set baselines",
         "NYU protocol: prediction resized to the GT size and clipped, valid (1e-3, 10) m, metrics "
         "per image then averaged; Eigen crop automatic (on for real NYU 480x640, off for the "
-        "rooms set). Baselines are fitted on the train split of the data.",
+        "rooms set). Baselines are fitted on the train split of the data. DBE is scored at the "
+        "ground truth's resolution (θ = 10·W/640 px) on the edges of the hole-filled depth.",
     )  # fmt: skip
     p.add_argument("--checkpoint", required=True, help="run folder or one checkpoint folder")
     p.add_argument("--data", required=True, help="labeled .mat/.h5, DenseDepth .csv or BTS .txt")
@@ -220,6 +223,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--which", default="latest", choices=("latest", "best"), help="run checkpoint")
     p.add_argument("--eigen-crop", action=argparse.BooleanOptionalAction, help="force on/off")
+    p.add_argument("--ground-truth", choices=("raw", "filled"), help="a labelled file's rawDepths, "
+                   "holes invalid (default, as BTS/AdaBins) or hole-filled depths (as DenseDepth); "
+                   "a folder export is scored on its one depth and takes neither")  # fmt: skip
     p.add_argument(
         "--median-scaling", action="store_true",
         help="scale each prediction to the GT's median first (scale-free; not NYU's protocol)",
@@ -243,7 +249,7 @@ def _run_evaluate(args) -> int:
         args.checkpoint, args.data, args.split, eigen_crop=args.eigen_crop, out=args.json,
         batch_size=args.batch_size, input_size=size if isinstance(size, tuple) else None,
         which=args.which, train_data=args.train_data, max_images=args.max_images,
-        progress=not args.quiet, median_scaling=args.median_scaling,
+        progress=not args.quiet, median_scaling=args.median_scaling, ground_truth=args.ground_truth,
     )  # fmt: skip
     crop = "Eigen crop" if result["eigen_crop"] else "no crop"
     crop += ", median-scaled" if args.median_scaling else ""

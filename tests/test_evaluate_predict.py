@@ -175,6 +175,54 @@ def test_eigen_crop_is_automatic_for_real_nyu_size_only(tmp_path):
     assert evaluate(tiny_model(), path, eigen_crop=False, **kw)["eigen_crop"] is False
 
 
+class Flat(nn.Module):
+    """A stub depth model: ``depth`` metres everywhere, at the input's size."""
+
+    def __init__(self, depth=2.0):
+        super().__init__()
+        self.depth = depth
+
+    def predict(self, images):
+        return torch.full((len(images), 1, *images.shape[2:]), self.depth)
+
+
+def test_evaluate_scores_raw_depths_by_default_and_filled_when_asked(tmp_path):
+    """Filled depth: 2 m on the top half, 4 m below; rawDepths: the bottom half a hole. A flat
+    2 m prediction is exact on raw's valid pixels; on the filled depth it is half wrong."""
+    n, h, w = 3, 16, 64
+    filled = np.full((n, h, w), 2.0, np.float32)
+    filled[:, h // 2 :] = 4.0
+    raw = filled.copy()
+    raw[:, h // 2 :] = 0.0
+    images = np.zeros((n, h, w, 3), np.uint8)
+    path = write_labeled(tmp_path / "holes.mat", images, filled, raw_depths=raw)
+    write_splits(tmp_path / "holes_splits.mat", [0], [1, 2])
+    kw = {"baselines": False, "progress": False}
+
+    on_raw = evaluate(Flat(), path, **kw)
+    row = on_raw["rows"]["model"]
+    assert row["abs_rel"] == 0.0 and row["rmse"] == 0.0 and row["delta1"] == 1.0
+    assert on_raw["ground_truth"] == "rawDepths (holes invalid)"
+    title = "Ground truth: rawDepths (holes invalid). DBE at 16×64, θ = 1 px, on the edges of "
+    assert on_raw["table"].startswith(title + "depths (hole-filled).\n")
+    assert row["dbe_comp"] == 1.0  # edges from the filled depth (raw's holes have none): θ
+    assert on_raw["dbe"] == {"size": [16, 64], "theta_px": 1.0, "canny_sigma": pytest.approx(
+        np.sqrt(2) / 10), "edges_from": "depths (hole-filled)"}  # fmt: skip
+
+    on_filled = evaluate(Flat(), path, ground_truth="filled", out=tmp_path / "f.json", **kw)
+    row = on_filled["rows"]["model"]  # top half exact, bottom 2 m for 4 m
+    assert row["abs_rel"] == pytest.approx(0.25) and row["delta1"] == 0.5
+    assert row["rmse"] == pytest.approx(np.sqrt(2.0)) and row["dbe_comp"] == 1.0
+    assert on_filled["table"].startswith("Ground truth: depths (hole-filled). DBE at 16×64")
+    saved = json.loads((tmp_path / "f.json").read_text())
+    assert saved["ground_truth"] == "depths (hole-filled)" and saved["dbe"]["theta_px"] == 1.0
+    plain = evaluate(Flat(), path, ground_truth="raw", boundaries=False, **kw)
+    assert plain["table"].startswith("Ground truth: rawDepths (holes invalid).\n")
+    assert plain["dbe"] is None and "DBE" not in plain["table"]
+    with pytest.raises(DataError, match="depth must be 'filled' or 'raw'"):
+        evaluate(Flat(), path, ground_truth="dense", **kw)
+
+
 def test_evaluate_without_a_checkpoint_says_train_first(tmp_path, rooms):
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(CheckpointError, match="No latest checkpoint .* Train first"):
@@ -267,8 +315,12 @@ def test_cli_finetune_evaluate_predict_end_to_end(rooms, tmp_path, capsys):
     out_json = tmp_path / "eval.json"
     args = ["evaluate", "--checkpoint", str(run), "--data", str(rooms), "--json", str(out_json)]
     assert main([*args, "--quiet"]) == 0
-    assert "| train median depth |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| train median depth |" in printed and "Ground truth: rawDepths (holes" in printed
+    assert "DBE at 48×64, θ = 1 px, on the edges of depths (hole-filled)" in printed
     assert set(json.loads(out_json.read_text())["rows"]) == ROWS
+    assert main([*args[:5], "--ground-truth", "filled", "--quiet"]) == 0
+    assert "Ground truth: depths (hole-filled)." in capsys.readouterr().out
 
     image = tmp_path / "photo.png"
     Image.fromarray(np.full((37, 53, 3), 90, np.uint8)).save(image)

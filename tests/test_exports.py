@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from depthlib.cli import main
@@ -95,6 +96,23 @@ def test_depth_reads_back_in_metres_at_each_exports_own_scale(exports):
     np.testing.assert_allclose(sample["depth"][1:, 1:], ramp(2)[1:, 1:], atol=5e-4)
     assert not sample["valid"][0, 0] and sample["valid"][1:, 1:].all()  # 0 = hole, one corner
     assert sample["depth"][H - 1, 1] > sample["depth"][0, 1]  # orientation: far at the bottom
+
+
+def test_a_folder_export_is_scored_on_its_one_depth_and_refuses_a_ground_truth(exports):
+    from depthlib.errors import ConfigError
+    from depthlib.jobs.evaluate import evaluate
+
+    class Flat(torch.nn.Module):
+        def predict(self, images):
+            return torch.full((len(images), 1, *images.shape[2:]), 2.0)
+
+    test_csv = exports[1].with_name("nyu2_test.csv")
+    result = evaluate(Flat(), test_csv, baselines=False, progress=False)
+    own = "the export's own depth (DenseDepthFolder, 0 = hole)"
+    assert result["ground_truth"] == own and result["table"].startswith(f"Ground truth: {own}.")
+    for kind in ("raw", "filled"):
+        with pytest.raises(ConfigError, match="folder export .* Leave --ground-truth out"):
+            evaluate(Flat(), test_csv, ground_truth=kind, baselines=False, progress=False)
 
 
 def test_a_wrong_bit_depth_for_the_scale_stays_an_error(exports, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthlib.depth.boundaries import boundary_errors, depth_edges
+from depthlib.depth.boundaries import boundary_errors, dbe_settings, depth_edges
 from depthlib.depth.metrics import (
     METRIC_NAMES,
     MeanDepthBaseline,
@@ -208,8 +208,8 @@ def test_format_table():
 # ------------------------------------------------------------------ depth boundary errors
 
 
-def _step(width=64, at=32, near=2.0, far=4.0):
-    depth = np.full((48, width), far)
+def _step(width=64, at=32, near=2.0, far=4.0, height=48):
+    depth = np.full((height, width), far)
     depth[:, :at] = near
     return depth
 
@@ -223,18 +223,51 @@ def test_depth_edges_mark_the_near_side_of_a_jump_only():
     assert not depth_edges(_step(), valid).any()
 
 
-def test_boundary_errors_find_a_step_miss_a_flat_map_and_measure_a_shift():
-    gt = _step(width=640, at=320)
+def test_dbe_threshold_and_canny_sigma_scale_with_the_width_from_ibims_640_px():
+    nyu, rooms, quick = dbe_settings((480, 640)), dbe_settings((240, 320)), dbe_settings((48, 64))
+    assert nyu == {"size": [480, 640], "theta_px": 10.0, "canny_sigma": math.sqrt(2)}  # iBims-1's
+    assert rooms["size"] == [240, 320] and rooms["theta_px"] == 5.0
+    assert rooms["canny_sigma"] == pytest.approx(math.sqrt(2) / 2)
+    assert quick["theta_px"] == 1.0 and dbe_settings((1, 240, 320)) == rooms
+
+
+def test_boundary_errors_at_240x320_measure_a_shift_and_cost_theta_for_no_edge():
+    gt = _step(width=320, at=160, height=240)
     edges = depth_edges(gt)
-    found = boundary_errors(gt, edges)
-    assert found["dbe_acc"] <= 1.0 and found["dbe_comp"] <= 1.0
+    exact = boundary_errors(gt, edges)
+    assert exact["dbe_acc"] <= 1.0 and exact["dbe_comp"] <= 1.0  # Canny may mark the far side
+    for k in (1, 2, 3):  # the predicted step k px to the right adds k px in both measures
+        shifted = boundary_errors(_step(width=320, at=160 + k, height=240), edges)
+        assert shifted["dbe_acc"] - exact["dbe_acc"] == pytest.approx(k, abs=0.05)
+        assert shifted["dbe_comp"] - exact["dbe_comp"] == pytest.approx(k, abs=0.05)
     flat = boundary_errors(np.full_like(gt, 3.0), edges)
-    assert flat == {"dbe_acc": 10.0, "dbe_comp": 10.0}  # no edge: the truncation θ
-    shifted = boundary_errors(_step(width=640, at=326), edges)  # the edge 6 px to the right
-    assert 5.5 <= shifted["dbe_acc"] <= 6.5 and 5.5 <= shifted["dbe_comp"] <= 6.5
-    far = boundary_errors(_step(width=640, at=360), edges)  # 40 px away: outside θ
-    assert far["dbe_acc"] == 10.0 and far["dbe_comp"] == 10.0
+    assert flat == {"dbe_acc": 5.0, "dbe_comp": 5.0}  # no edge: θ = 10 px x 320/640
+    far = boundary_errors(_step(width=320, at=180, height=240), edges)  # 20 px away: beyond θ
+    assert far == {"dbe_acc": 5.0, "dbe_comp": 5.0}
+    wide = _step(width=640, at=320, height=480)  # the same scene at iBims-1's width: θ = 10 px
+    assert boundary_errors(np.full_like(wide, 3.0), depth_edges(wide))["dbe_comp"] == 10.0
     assert np.isnan(boundary_errors(gt, np.zeros_like(edges))["dbe_acc"])
+
+
+def test_dbe_is_scored_at_the_gt_size_on_the_edges_given():
+    """A 60x80 prediction is upsampled to the 240x320 GT before its edges are found; edges found
+    on a dense depth are used where the GT's own holes hide the step."""
+    gt = _step(width=320, at=160, height=240)
+    low = _step(width=80, at=40, height=60)
+    acc = MetricAccumulator(boundaries=True)
+    acc.update(low[None], gt[None])
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(low)[None, None], (240, 320), mode="bilinear", align_corners=True
+    )[0, 0].numpy()
+    assert acc.per_image[0]["dbe_acc"] == boundary_errors(up, depth_edges(gt))["dbe_acc"] < 2
+    by_itself = boundary_errors(low, depth_edges(gt))  # upsampled there the same way
+    assert by_itself == pytest.approx(boundary_errors(up, depth_edges(gt)))
+    raw = gt.copy()
+    raw[:, 159:161] = 0.0  # holes along the step: the raw map has no edge there
+    holes = MetricAccumulator(boundaries=True)
+    holes.update(gt[None], raw[None])
+    holes.update(gt[None], raw[None], None, depth_edges(gt)[None])
+    assert np.isnan(holes.per_image[0]["dbe_acc"]) and holes.per_image[1]["dbe_acc"] <= 1.0
 
 
 def test_accumulator_reports_boundary_errors_only_when_asked():

@@ -86,6 +86,10 @@ def test_raw_depth_holes_are_invalid_zero(labeled):
     for mirror in ((0, -1), (-1, 0), (0, 0), (4, 2), (1, 7)):  # where a flipped read puts them
         assert s["valid"][mirror] and s["depth"][mirror] == depth[0][mirror]
     np.testing.assert_array_equal(s["depth"], np.where(expected_valid, depth[0], 0))
+    raw = NYULabeled(path, split="test", depth="raw")
+    assert raw.with_depth("raw") is raw  # the same images and split, the other depth:
+    filled = raw.with_depth("filled")
+    assert filled.depth_kind == "filled" and filled.indices.tolist() == raw.indices.tolist()
 
 
 def test_splits_are_one_based_in_file_zero_based_in_reader(labeled, tmp_path):

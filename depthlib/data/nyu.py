@@ -351,6 +351,11 @@ class NYULabeled:
             raise _damaged(self.path, err, f"image {index} of ") from err
         return make_sample(rgb, depth, index, f"{index:05d}")
 
+    def with_depth(self, depth: str) -> NYULabeled:
+        """This reader, or one of the same images and split with the other depth."""
+        same = depth == self.depth_kind
+        return self if same else NYULabeled(self.path, self.split, self.splits_path, depth)
+
     def close(self) -> None:
         """Close this process's handle (reopened on the next read)."""
         if self._h5 is not None and self._pid == os.getpid():

@@ -2,10 +2,10 @@
 
 δ1 and AbsRel average over pixels, and a blurred "average room" can score well on them while no
 chair or table edge is visible. The depth boundary error (DBE) asks where the prediction's edges
-are: Canny edges of the prediction (normalised to [0, 1], σ = √2, hysteresis 0.15 / 0.3, as the
-iBims-1 evaluation script) against the ground truth's depth edges, measured with distance
-transforms and truncated at θ = 10 px at iBims-1's 640 px width (scaled with the width, as the
-Eigen crop is, so θ = 5 px on the rooms set's 320 px):
+are: Canny edges of the prediction (normalised to [0, 1], hysteresis 0.15 / 0.3) against the
+ground truth's depth edges, by distance transforms truncated at θ. iBims-1 sets θ = 10 px and
+σ = √2 on 640x480 maps; here DBE is scored at the ground truth's full resolution (the prediction
+upsampled to it), θ and σ scaled to its width W: θ = 10·W/640 (5 px at the rooms' 240x320):
 
 - accuracy ``dbe_acc``: mean distance from predicted edges to the nearest true edge, over the
   predicted edges within θ of one (an edge far from any true edge does not count here);
@@ -13,8 +13,9 @@ Eigen crop is, so θ = 5 px on the rooms set's 320 px):
   the number of edges on both sides: true edges the prediction misses cost up to θ each.
 
 Both are in pixels of the ground truth, lower is better, θ when the prediction has no edge near
-any true one. iBims-1 annotates its edges by hand; the rooms renderer knows its depth exactly, so
-:func:`depth_edges` takes the occlusion boundaries from the true depth itself.
+any true one. iBims-1 annotates its edges by hand; :func:`depth_edges` takes the occlusion
+boundaries from a dense true depth: the hole-filled ``depths`` (exact in the rooms file), even
+when the other metrics score ``rawDepths``, whose holes would break the edges up.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ import numpy as np
 from scipy import ndimage
 from skimage.feature import canny
 
-__all__ = ["BOUNDARY_NAMES", "boundary_errors", "depth_edges"]
+__all__ = ["BOUNDARY_NAMES", "boundary_errors", "dbe_settings", "depth_edges"]
 
 BOUNDARY_NAMES = ("dbe_acc", "dbe_comp")
-MAX_DISTANCE_640 = 10.0  # θ in pixels at 640 px width
-CANNY = {"sigma": math.sqrt(2), "low_threshold": 0.15, "high_threshold": 0.3}
+IBIMS_WIDTH, IBIMS_THETA = 640, 10.0  # iBims-1's map width and θ there, in pixels
+CANNY = {"sigma": math.sqrt(2), "low_threshold": 0.15, "high_threshold": 0.3}  # at 640 px
+
+
+def dbe_settings(shape) -> dict:
+    """``{"size": [H, W], "theta_px", "canny_sigma"}`` at ground truth of ``shape``: iBims-1's
+    θ and σ scaled from 640 px to W (the hysteresis thresholds, on the normalised map, stay)."""
+    h, w, scale = int(shape[-2]), int(shape[-1]), shape[-1] / IBIMS_WIDTH
+    return {"size": [h, w], "theta_px": IBIMS_THETA * scale, "canny_sigma": CANNY["sigma"] * scale}
 
 
 def depth_edges(
@@ -49,27 +57,26 @@ def depth_edges(
     return edges
 
 
-def boundary_errors(
-    pred: np.ndarray, true_edges: np.ndarray, max_distance: float | None = None
-) -> dict[str, float]:
-    """``{"dbe_acc", "dbe_comp"}`` of a predicted depth map (at the edges' size) against a boolean
-    map of true edges; NaN for both when there is no true edge to compare with. ``max_distance``:
-    θ in pixels (default 10 px scaled to the map's width from 640 px, at least 2)."""
-    true_edges = np.asarray(true_edges, bool)
-    if max_distance is None:
-        max_distance = max(2.0, MAX_DISTANCE_640 * true_edges.shape[-1] / 640)
+def boundary_errors(pred: np.ndarray, true_edges: np.ndarray) -> dict[str, float]:
+    """``{"dbe_acc", "dbe_comp"}`` of a predicted depth map against a boolean map of true edges,
+    at the edges' size with its :func:`dbe_settings` (a smaller prediction is upsampled to it
+    first, bilinearly, corners aligned); NaN for both when there is no true edge."""
+    true_edges, p = np.asarray(true_edges, bool), np.asarray(pred, np.float64)
+    if p.shape != true_edges.shape:  # ndimage.zoom keeps the corners, as align_corners=True
+        p = ndimage.zoom(p, np.divide(true_edges.shape, p.shape), order=1, mode="nearest")
+    settings = dbe_settings(true_edges.shape)
+    theta = settings["theta_px"]
     if not true_edges.any():
         return {"dbe_acc": math.nan, "dbe_comp": math.nan}
-    p = np.asarray(pred, np.float64)
     span = float(np.nanmax(p) - np.nanmin(p))
     normalised = (p - np.nanmin(p)) / span if span > 0 else np.zeros_like(p)
-    found = canny(normalised, **CANNY)
+    found = canny(normalised, **(CANNY | {"sigma": settings["canny_sigma"]}))
     to_true = ndimage.distance_transform_edt(~true_edges)
     to_found = ndimage.distance_transform_edt(~found)
-    near = found & (to_true < max_distance)
+    near = found & (to_true < theta)
     if not near.any():
-        return {"dbe_acc": max_distance, "dbe_comp": max_distance}
+        return {"dbe_acc": theta, "dbe_comp": theta}
     accuracy = float(to_true[near].mean())
-    both_ways = np.minimum(to_true[found], max_distance).sum()
-    both_ways += np.minimum(to_found[true_edges], max_distance).sum()
+    both_ways = np.minimum(to_true[found], theta).sum()
+    both_ways += np.minimum(to_found[true_edges], theta).sum()
     return {"dbe_acc": accuracy, "dbe_comp": float(both_ways / (found.sum() + true_edges.sum()))}

@@ -37,17 +37,7 @@ __all__ = [
     "score_model",
 ]
 
-METRIC_NAMES = (
-    "delta1",
-    "delta2",
-    "delta3",
-    "abs_rel",
-    "sq_rel",
-    "rmse",
-    "rmse_log",
-    "log10",
-    "silog",
-)
+METRIC_NAMES = tuple("delta1 delta2 delta3 abs_rel sq_rel rmse rmse_log log10 silog".split())
 HIGHER_IS_BETTER = frozenset({"delta1", "delta2", "delta3"})
 EIGEN_CROP_480x640 = (45, 471, 41, 601)  # rows 45:471, cols 41:601 (0-based Python slices)
 
@@ -157,7 +147,8 @@ class MetricAccumulator:
 
     ``compute()`` returns each metric's mean plus ``n_images`` and ``n_skipped``; ``per_image``
     keeps every image's metrics (None if skipped). ``boundaries`` adds the depth boundary errors
-    against the GT's own depth edges (averaged over the images that have edges).
+    at the GT's size (averaged over the images that have edges) against ``update``'s true edges,
+    by default the GT's own depth edges.
     ``median_scaling`` multiplies each prediction by median(GT) / median(prediction) over the
     evaluated pixels (then clips): the scale-free score, for models whose metric scale cannot
     transfer (e.g. trained on rendered rooms, scored on real photos). Not the NYU protocol.
@@ -173,15 +164,17 @@ class MetricAccumulator:
         self.boundaries, self.median_scaling = boundaries, median_scaling
         self.per_image: list[dict[str, float] | None] = []
 
-    def update(self, pred_batch, gt_batch, valid_batch=None) -> None:
+    def update(self, pred_batch, gt_batch, valid_batch=None, edge_batch=None) -> None:
+        """``edge_batch``: DBE's true edges (bool, GT size); None: the GT's own depth edges."""
         preds, gts = _unbatch(pred_batch), _unbatch(gt_batch)
         valids = [None] * len(gts) if valid_batch is None else _unbatch(valid_batch)
-        if not len(preds) == len(gts) == len(valids):
+        edge_maps = [None] * len(gts) if edge_batch is None else _unbatch(edge_batch)
+        if not len(preds) == len(gts) == len(valids) == len(edge_maps):
             raise DataError(
                 f"Batch sizes differ: {len(preds)} predictions, {len(gts)} GT maps, "
-                f"{len(valids)} masks."
+                f"{len(valids)} masks, {len(edge_maps)} edge maps."
             )
-        for pred, gt, valid in zip(preds, gts, valids, strict=True):
+        for pred, gt, valid, edges in zip(preds, gts, valids, edge_maps, strict=True):
             p, g, ok = _evaluated_maps(
                 pred, gt, valid, self.min_depth, self.max_depth, self.eigen_crop
             )
@@ -191,8 +184,10 @@ class MetricAccumulator:
             if self.median_scaling:
                 p = np.clip(p * np.median(g[ok]) / np.median(p[ok]), self.min_depth, self.max_depth)
             row = depth_errors(p[ok], g[ok])
-            if self.boundaries:
-                row |= boundary_errors(p, depth_edges(g, ok))
+            if self.boundaries:  # p is at the GT's size: DBE is scored there
+                crop = eigen_crop_mask(*g.shape) if self.eigen_crop else True
+                edges = depth_edges(g, ok) if edges is None else np.asarray(edges, bool) & crop
+                row |= boundary_errors(p, edges)
             self.per_image.append(row)
 
     def compute(self) -> dict[str, float]:
@@ -212,12 +207,16 @@ class MetricAccumulator:
 
 @dataclass
 class EvalSet:
-    """Images at the network's input size (uint8 (N, 3, h, w)) and ground truth at its own size."""
+    """Images at the network's input size (uint8 (N, 3, h, w)) and ground truth at its own size,
+    with the true depth edges DBE compares with and what both were read from."""
 
     images: torch.Tensor
     depths: list[np.ndarray]  # float32 (H, W) metres, 0 = invalid
     valids: list[np.ndarray]  # bool (H, W)
     indices: list[int]
+    edges: list[np.ndarray]  # bool (H, W)
+    ground_truth: str  # e.g. "rawDepths (holes invalid)"
+    edges_from: str
 
     def __len__(self) -> int:
         return len(self.depths)
@@ -245,8 +244,8 @@ def score_model(
     seconds, t0 = 0.0, time.perf_counter()
     for start, depth in depth_in_batches(model, eval_set.images, batch_size):
         seconds += time.perf_counter() - t0
-        stop = start + len(depth)
-        acc.update(depth, eval_set.depths[start:stop], eval_set.valids[start:stop])
+        part = slice(start, start + len(depth))
+        acc.update(depth, eval_set.depths[part], eval_set.valids[part], eval_set.edges[part])
         bar.update(len(depth))
         t0 = time.perf_counter()
     bar.close()
@@ -274,10 +273,7 @@ class MeanDepthBaseline:
     name = "train mean depth map"
 
     def __init__(
-        self,
-        size: tuple[int, int] | None = None,
-        min_depth: float = 1e-3,
-        max_depth: float = 10.0,
+        self, size: tuple[int, int] | None = None, min_depth: float = 1e-3, max_depth: float = 10.0
     ):
         self.size, self.min_depth, self.max_depth = size, min_depth, max_depth
         self.mean_map: np.ndarray | None = None

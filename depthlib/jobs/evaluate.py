@@ -7,7 +7,9 @@ and its median depth (both fitted on the TRAIN split of the same data, in the sa
 The protocol (see :mod:`depthlib.depth.metrics`): the network sees the image at its input size (the
 training resolution for a checkpoint), the prediction is resized to the ground truth's size and
 clipped to (1e-3, 10) m, and metrics are averaged per image. The Eigen crop is on for real NYU
-480x640 data and off for the rooms set, unless asked.
+480x640 data and off for the rooms set, unless asked. The ground truth is a labelled file's
+``rawDepths`` (holes invalid, as BTS and AdaBins) or hole-filled ``depths`` (as DenseDepth; DBE's
+edges are always found there), or a folder export's one depth.
 
     evaluate(checkpoint_or_model, data, split="test") -> {"rows": {...}, "table": str, ...}
 """
@@ -27,6 +29,7 @@ from depthlib.data.dataset import DepthDataset, evenly_spaced, open_depth_datase
 from depthlib.data.nyu import NYULabeled
 from depthlib.data.rooms import is_rooms_file
 from depthlib.data.transforms import resize_rgb
+from depthlib.depth.boundaries import dbe_settings, depth_edges
 from depthlib.depth.metrics import (
     EvalSet,
     MeanDepthBaseline,
@@ -49,18 +52,40 @@ __all__ = [
 
 NYU_SIZE = (480, 640)
 MODEL_ROW = "model"
+GROUND_TRUTHS = {"raw": "rawDepths (holes invalid)", "filled": "depths (hole-filled)"}
 
 
-def load_eval_set(data: DepthDataset) -> EvalSet:
+def _ground_truth_readers(source, ground_truth: str | None) -> tuple:
+    """(reader of the ground truth, reader of the dense depth DBE finds edges on, their names)."""
+    if isinstance(source, NYULabeled):
+        truth = source.with_depth(ground_truth or source.depth_kind)
+        filled = source.with_depth("filled")
+        return truth, filled, GROUND_TRUTHS[truth.depth_kind], GROUND_TRUTHS["filled"]
+    if ground_truth is not None:
+        raise ConfigError(
+            f"--ground-truth {ground_truth} picks a labelled file's rawDepths or depths; a folder "
+            f"export ({type(source).__name__}) has one depth per image, raw or filled as exported, "
+            "and takes none. Leave --ground-truth out to score that depth."
+        )
+    name = f"the export's own depth ({type(source).__name__}, 0 = hole)"
+    return source, source, name, name
+
+
+def load_eval_set(data: DepthDataset, ground_truth: str | None = None) -> EvalSet:
     """A dataset's images, read once: RGB at its size (None: their own, which they must then
-    share), the ground truth at its own size."""
-    images, depths, valids, indices = [], [], [], []
-    for i in range(len(data)):
-        sample = data.read(i)
+    share), the ground truth at its own size and DBE's true edges, found on the filled depth.
+    ``ground_truth``: a labelled file's "raw" or "filled" (None: its reader's, by default filled,
+    the depth it trains on); folder exports take None only."""
+    truth, dense, truth_name, dense_name = _ground_truth_readers(data.source, ground_truth)
+    images, depths, valids, edges, indices = [], [], [], [], []
+    for position in data.positions:
+        sample = truth[position]
         rgb = sample["rgb"] if data.size is None else resize_rgb(sample["rgb"], data.size)
         images.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
         depths.append(sample["depth"])
         valids.append(sample["valid"])
+        filled = sample if dense is truth else dense[position]
+        edges.append(depth_edges(filled["depth"], filled["valid"]))
         indices.append(int(sample["index"]))
     if not images:
         raise DataError("The evaluation split is empty: there is nothing to evaluate.")
@@ -70,7 +95,20 @@ def load_eval_set(data: DepthDataset) -> EvalSet:
             f"The images differ in size ({sorted(sizes)[:3]}); give the dataset a size (evaluate's "
             "input_size=(H, W), --input-size HxW) so they can be batched."
         )
-    return EvalSet(torch.stack(images), depths, valids, indices)
+    return EvalSet(torch.stack(images), depths, valids, indices, edges, truth_name, dense_name)
+
+
+def _scoring(eval_set: EvalSet, boundaries: bool) -> tuple[str, dict | None]:
+    """(the table's title: the ground truth and where DBE is scored; DBE's settings)."""
+    title, shapes = f"Ground truth: {eval_set.ground_truth}.", {d.shape for d in eval_set.depths}
+    if not boundaries:
+        return title, None
+    dbe = dbe_settings(*shapes) if len(shapes) == 1 else {"size": None}  # else each at its own
+    at = "GT size W, θ = 10·W/640"
+    if dbe["size"]:
+        at = "{}×{}, θ = {:.3g}".format(*dbe["size"], dbe["theta_px"])
+    title += f" DBE at {at} px, on the edges of {eval_set.edges_from}."
+    return title, dbe | {"edges_from": eval_set.edges_from}
 
 
 BASELINE_IMAGES = 2000  # a 50k-pair training export's mean map needs no more than this
@@ -100,8 +138,9 @@ def score_baselines(
         acc = MetricAccumulator(
             eigen_crop=eigen_crop, boundaries=boundaries, median_scaling=median_scaling
         )
-        for depth, valid in zip(eval_set.depths, eval_set.valids, strict=True):
-            acc.update(baseline.predict(depth.shape)[None], depth[None], valid[None])
+        maps = zip(eval_set.depths, eval_set.valids, eval_set.edges, strict=True)
+        for depth, valid, edges in maps:
+            acc.update(baseline.predict(depth.shape)[None], depth[None], valid[None], edges[None])
         rows[name] = acc.compute()
     return rows
 
@@ -137,14 +176,6 @@ def auto_eigen_crop(source) -> bool:
     if tuple(sample_size or ()) != NYU_SIZE:
         return False
     return not (isinstance(source, NYULabeled) and is_rooms_file(source.path))
-
-
-def _open_train(data: Path, source, train_data) -> object | None:
-    if train_data is not None:
-        return open_depth_dataset(train_data, "train")
-    if isinstance(source, NYULabeled):
-        return open_depth_dataset(data, "train")
-    return None  # a folder export is one split: there is no train split to fit baselines on
 
 
 def _file_key(path) -> tuple | None:
@@ -194,6 +225,7 @@ def evaluate(
     progress: bool = True,
     boundaries: bool = True,
     median_scaling: bool = False,
+    ground_truth: str | None = None,
 ) -> dict:
     """Score a model (or a checkpoint / run folder) on ``split`` of ``data``, with baselines.
 
@@ -204,29 +236,37 @@ def evaluate(
     exports, which hold one split). max_images: evenly spaced subset, for quick looks only.
     out: also write the result as JSON there. boundaries: add the depth boundary errors (DBE).
     median_scaling: scale every prediction to the GT's median first (scale-free, not the protocol).
+    ground_truth: a labelled file's "raw" (``rawDepths``, holes invalid; the default) or "filled"
+    (``depths``); a folder export takes None (its one depth).
 
-    Returns ``{"rows": {name: metrics}, "table": markdown, "data", "split", "eigen_crop",
-    "input_size", "checkpoint", "n_images", "inference_images_per_s", "notes"}``.
+    Returns ``{"rows": {name: metrics}, "table": markdown titled with the ground truth and DBE's
+    settings, "data", "split", "ground_truth", "dbe" (size, theta_px, canny_sigma, edges_from;
+    None without boundaries), "eigen_crop", "input_size", "checkpoint", "n_images",
+    "inference_images_per_s", "notes"}``.
     """
     model, info = load_model(checkpoint_or_model, which)
     data = Path(data)
     source = open_depth_dataset(data, split)
     if eigen_crop is None:
         eigen_crop = auto_eigen_crop(source)
+    if ground_truth is None and isinstance(source, NYULabeled):
+        ground_truth = "raw"  # the published protocol (BTS, AdaBins)
     size = tuple(int(v) for v in input_size) if input_size is not None else info["input_size"]
     positions = tuple(evenly_spaced(len(source), max_images))
-    key = (_file_key(data), split, size, positions)
+    key = (_file_key(data), split, size, positions, ground_truth)
     data_set = DepthDataset(source, positions, size=size)
-    eval_set = _cached_eval_set(key, lambda: load_eval_set(data_set))
+    eval_set = _cached_eval_set(key, lambda: load_eval_set(data_set, ground_truth))
     scoring = {"eigen_crop": eigen_crop, "boundaries": boundaries, "median_scaling": median_scaling}
     model_row = score_model(model, eval_set, batch_size=batch_size, progress=progress, **scoring)
     rows = {MODEL_ROW: model_row}
     notes = []
     if baselines:
-        train = _open_train(data, source, train_data)
-        if train is None:
+        # a folder export is one split: there is no train split to fit baselines on
+        train_file = train_data or (data if isinstance(source, NYULabeled) else None)
+        if train_file is None:
             notes.append("no baselines: pass train_data= (--train-data) for a one-split export")
         else:
+            train = open_depth_dataset(train_file, "train")
             try:
                 rows |= _cached_baseline_rows(
                     (*key, _file_key(train_data), tuple(sorted(scoring.items()))),
@@ -234,11 +274,14 @@ def evaluate(
                 )
             except DataError as err:  # e.g. a partly extracted file: the model is still scored
                 notes.append(f"no baselines: the train split gave none ({err})")
+    title, dbe = _scoring(eval_set, boundaries)
     result = {
         "rows": rows,
-        "table": format_table(rows),
+        "table": f"{title}\n\n{format_table(rows)}",
         "data": str(data),
         "split": split,
+        "ground_truth": eval_set.ground_truth,
+        "dbe": dbe,
         "eigen_crop": bool(eigen_crop),
         "median_scaling": bool(median_scaling),
         "input_size": list(size) if size else None,
