@@ -27,7 +27,7 @@ from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline, compu
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.predict import Predictor
-from depthlib.viz.failure_modes import plot_knob_sweep, plot_predictions
+from depthlib.viz.failure_modes import BASELINE, plot_knob_sweep, plot_predictions
 
 SIZE = (32, 48)
 
@@ -226,20 +226,31 @@ def test_prediction_grid_and_figures(tiny_model):
     source = [render_room(3, i, *SIZE, raw=False) for i in range(2)]
     for i, s in enumerate(source):
         s["valid"], s["index"] = s["depth"] > 0, i
+    mean_map = MeanDepthBaseline().fit(s["depth"] for s in source)
     models = {"tiny": Predictor(tiny_model, (32, 48)), "twice": Predictor(tiny_model, (64, 96))}
-    grid = prediction_rows(models, source, [1, 0])
-    assert [r["index"] for r in grid] == [1, 0] and list(grid[0]["predictions"]) == list(models)
+    grid = prediction_rows(models | {BASELINE: mean_map}, source, [1, 0])
+    assert [r["index"] for r in grid] == [1, 0]
+    assert list(grid[0]["predictions"]) == ["tiny", "twice", BASELINE]
     pred, abs_rel = grid[0]["predictions"]["tiny"]
     assert pred.shape == SIZE and abs_rel > 0
     fig = plot_predictions(grid)
     images = [ax for ax in fig.axes if ax.images]
-    assert isinstance(fig, matplotlib.figure.Figure) and len(images) == 2 * 4
-    for row in (images[0:4], images[4:8]):  # truth and both predictions share the row's scale
-        limits = {ax.images[0].get_clim() for ax in row[1:]}
-        assert len(limits) == 1
-    gt = source[1]["depth"]
-    assert images[1].images[0].get_clim() == tuple(np.percentile(gt[gt > 0], (2, 98)))
-    assert images[2].get_title() == f"tiny — AbsRel {abs_rel:.3f}"
+    assert isinstance(fig, matplotlib.figure.Figure) and len(images) == 2 * 5
+    titles = [ax.get_title() for ax in images[:5]]
+    assert titles[:3] == ["photo", "ground truth", f"tiny\nAbsRel {abs_rel:.3f}"]
+    assert titles[4].startswith(f"{BASELINE}\nAbsRel ")  # the baseline last, beside the models
+    assert images[7].get_title().startswith("AbsRel")  # column names on the top row only
+    assert [images[0].get_ylabel(), images[5].get_ylabel()] == ["image A", "image B"]
+    assert not any("test image" in t for t in titles)
+    assert np.array_equal(images[4].images[0].get_array(), mean_map.predict(SIZE))  # the same map
+    for r, row in zip(grid, (images[0:5], images[5:10]), strict=True):  # one range per row
+        depths = [r["depth"][r["valid"]]] + [p for p, _ in r["predictions"].values()]
+        top = max(float(d.max()) for d in depths)
+        assert {ax.images[0].get_clim() for ax in row[1:]} == {(0.0, top)}
+    assert len([ax for ax in fig.axes if not ax.images]) == 2  # one colour bar per row
+    with pytest.raises(DataError, match="mean-depth baseline"):
+        plot_predictions(prediction_rows(models, source, [0]))
+    assert len(plot_predictions(grid, baseline=None).axes) == 2 * 5 + 2  # drawn as a model
     rows = _rows([0.3, 0.35], [0.2, 0.22]) + _rows([0.4, 0.3], [0.3, 0.3], stress=0.6)
     rows = [dict(r, abs_rel=r["objects_abs_rel"] - 0.05) for r in rows]
     fig = plot_knob_sweep({"a": rows, "b": rows}, "light")

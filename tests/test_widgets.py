@@ -7,6 +7,7 @@ import torch
 
 from depthlib.data.rooms import render_room
 from depthlib.errors import ConfigError
+from depthlib.viz.failure_modes import BASELINE
 from depthlib.viz.widgets import KNOB_SLIDERS, knob_explorer, mask_explorer, prediction_explorer
 
 H, W = 24, 32
@@ -107,12 +108,15 @@ def test_prediction_explorer_draws_the_picked_image_and_ranks_the_models():
         return {
             "index": 100 + i, "rgb": rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
             "depth": depth, "valid": depth > 0,
-            "predictions": {"a": (depth * 1.2, 0.2 + i), "b": (depth, 0.1)},
+            "predictions": {"a": (depth * 1.2, 0.2 + i), "b": (depth, 0.1), BASELINE: (depth, 0.3)},
         }  # fmt: skip
 
     box = prediction_explorer(row_for, n_images=3)
     controls, caption, picture = _parts(box)
-    assert asked == [0] and caption.value == "test image 100, AbsRel: b 0.100, a 0.200"
+    assert (
+        asked == [0]
+        and caption.value == f"test image 100, AbsRel: b 0.100, a 0.200, {BASELINE} 0.300"
+    )
     first = picture.value
     controls["test image"].value = 2
     assert asked == [0, 2] and caption.value.startswith("test image 102,")

@@ -15,42 +15,43 @@ from depthlib.errors import DataError
 from depthlib.viz import bare
 from depthlib.viz.data import DEPTH_CMAP  # the course's depth colours
 
-__all__ = ["plot_knob_sweep", "plot_predictions"]
+__all__ = ["BASELINE", "plot_knob_sweep", "plot_predictions"]
 
+BASELINE = "mean-depth baseline"  # its model name in notebook 05 and in results_rows
 MODEL_COLORS = ("#4C72B0", "#DD8452", "#8c8c8c", "#55A868", "#C44E52", "#8172B3")
 
 
-def plot_predictions(rows: Sequence[Mapping], *, figure=None):
-    """Input | ground truth | each model's prediction, one row per test image (the report's
-    Figures 5-6; ``prediction_rows`` output).
-
-    All depth maps of a row share one colour scale, taken from that image's valid ground truth
-    (2nd-98th percentile), and one colour bar: a prediction that looks like its ground truth is
-    right in metres, not only in shape. Each prediction's title gives the image's AbsRel.
-    ``figure``: draw into this (e.g. a widget's ``matplotlib.figure.Figure``) instead of pyplot.
-    """
+def plot_predictions(rows: Sequence[Mapping], *, baseline: str | None = BASELINE, figure=None):
+    """Photo | ground truth | each model | mean-depth baseline, one row per test image (the report's
+    Figures 5-6; ``prediction_rows`` output whose models include ``baseline``: the train mean depth
+    map of ``fit_baselines``, the same for every image, so one sees if a model drew this room or
+    the average room; None: no such column). A row's depth maps share one range, 0 m to its deepest
+    value (truth or prediction), and one colour bar in metres: nothing is clipped, so a prediction
+    beyond the truth shows a colour the truth lacks. Titles give each prediction's AbsRel on that
+    image. ``figure``: draw into this (e.g. a widget's) instead of pyplot."""
     if not rows:
         raise DataError("No images to draw: pass prediction_rows(...) for some indices.")
-    names = list(rows[0]["predictions"])
+    names = [m for m in rows[0]["predictions"] if m != baseline] + [baseline] * bool(baseline)
+    if baseline and any(baseline not in r["predictions"] for r in rows):
+        raise DataError(f"No {baseline!r} among the predictions: add it, or pass baseline=None.")
     n, cols = len(rows), 2 + len(names)
     fig = figure if figure is not None else plt.figure()
-    fig.set_size_inches(3.1 * cols + 0.6, 2.5 * n)
+    fig.set_size_inches(2.8 * cols + 0.8, 2.4 * n + 0.3)
     fig.set_layout_engine("constrained")
     axes = fig.subplots(n, cols, squeeze=False)
-    for ax_row, r in zip(axes, rows, strict=True):
-        valid = np.asarray(r["valid"], bool)
-        gt = np.asarray(r["depth"], float)
-        lo, hi = np.percentile(gt[valid] if valid.any() else gt.ravel(), (2, 98))
+    for k, (ax_row, r) in enumerate(zip(axes, rows, strict=True)):
+        valid, gt = np.asarray(r["valid"], bool), np.asarray(r["depth"], float)
+        preds = [np.asarray(r["predictions"][m][0], float) for m in names]
+        top = max(d[np.isfinite(d)].max(initial=0.0) for d in [gt[valid], *preds]) or 1.0
         ax_row[0].imshow(r["rgb"])
-        image = ax_row[1].imshow(np.ma.masked_where(~valid, gt), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        titles = [f"input (test image {r['index']})", "ground truth"]
-        for ax, name in zip(ax_row[2:], names, strict=True):
-            pred, abs_rel = r["predictions"][name]
-            ax.imshow(pred, cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-            titles.append(f"{name} — AbsRel {abs_rel:.3f}")
-        for ax, title in zip(ax_row, titles, strict=True):
-            ax.set_title(title, fontsize=9)
+        for ax, depth in zip(ax_row[1:], [np.ma.masked_where(~valid, gt), *preds], strict=True):
+            image = ax.imshow(depth, cmap=DEPTH_CMAP, vmin=0.0, vmax=top)
+        heads = ["photo", "ground truth", *(f"{m}\n" for m in names)] if k == 0 else [""] * cols
+        scores = ["", ""] + [f"AbsRel {r['predictions'][m][1]:.3f}" for m in names]
+        for ax, head, score in zip(ax_row, heads, scores, strict=True):
+            ax.set_title(head + score, fontsize=9)
             bare(ax)
+        ax_row[0].set_ylabel(f"image {chr(ord('A') + k)}" if n > 1 else "")
         fig.colorbar(image, ax=ax_row[1:], shrink=0.9, pad=0.01, aspect=20, label="depth (m)")
     return fig
 

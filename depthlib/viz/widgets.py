@@ -193,8 +193,8 @@ def mask_explorer(
 
 
 def prediction_explorer(row_for: Callable[[int], Mapping], n_images: int, index: int = 0):
-    """A slider over the test images: input | ground truth | each model's prediction, on one
-    colour scale (the Figures 5-6 layout). ``row_for(i)`` returns image ``i``'s row in the format
+    """A slider over the test images in the Figures 5-6 layout (``plot_predictions``: the models
+    must include the mean-depth baseline). ``row_for(i)`` returns image ``i``'s row in the format
     of ``depthlib.course.failure_modes.prediction_rows``; the caption ranks the models on it."""
     n, index = int(n_images), int(index)
     if n < 1 or not 0 <= index < n:
