@@ -1,11 +1,13 @@
 """The cpu profile's fine-tune on the rooms set against its quality target, and the levers tried.
 
-Target: on the rooms test split, within at most 5 minutes of fine-tuning on 2 cores, δ1 >= 0.88
-and AbsRel <= 0.11, measured beside the train split's mean-depth baseline of the same run (and
-the depth boundary errors, which say whether edges are where the true ones are).
+Target: on the rooms test split, within at most 5 minutes of fine-tuning on 2 cores, δ1 >= 0.90
+and AbsRel <= 0.10, measured beside the train split's mean-depth baseline of the same run (and
+the depth boundary errors, which say whether edges are where the true ones are). Choose levers by
+the validation curve each record carries (rooms carved from the train split), not by the test.
 
     python benchmarks/bench_finetune.py                              # the cpu profile as it is
     python benchmarks/bench_finetune.py --set lr=1e-3 --set height=96 --set width=128 --label hi
+    python benchmarks/bench_finetune.py --rooms 3449 --set epochs=6 --label pool3449  # more rooms
     python benchmarks/bench_finetune.py --speed                      # step-time levers only
     python benchmarks/bench_finetune.py --jsonl benchmarks/results/finetune_levers.jsonl ...
 
@@ -34,7 +36,7 @@ from depthlib.jobs.finetune import build_model, finetune
 from depthlib.profiles import FinetuneConfig, get_profile, runs_dir
 from depthlib.train.distributed import bf16_is_fast
 
-TARGET = {"delta1": 0.88, "abs_rel": 0.11, "seconds": 300.0}
+TARGET = {"delta1": 0.90, "abs_rel": 0.10, "seconds": 300.0}
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -61,6 +63,10 @@ def parse_settings(items: list[str]) -> dict:
 
 def quality(args, profile) -> dict:
     settings = parse_settings(args.set)
+    if args.rooms:  # a larger pool: the same 654 test rooms, more training rooms
+        profile = dataclasses.replace(
+            profile, rooms=dataclasses.replace(profile.rooms, n=args.rooms)
+        )
     out = Path(args.out) if args.out else runs_dir() / f"bench-finetune-{args.label}"
     result = finetune(
         None, profile, out=out, overwrite=True, time_budget_s=args.budget, **settings
@@ -73,6 +79,8 @@ def quality(args, profile) -> dict:
     record = {
         "label": args.label,
         "settings": settings,
+        "rooms": dataclasses.asdict(profile.rooms),
+        "ground_truth": result.evaluation.get("ground_truth"),
         "finetune": dataclasses.asdict(cfg),
         "stop_reason": train.stop_reason,
         "epochs": len(train.history),
@@ -184,6 +192,7 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--label", default="profile", help="name of this run in the records")
+    parser.add_argument("--rooms", type=int, help="rooms in the set (past 1449: more train rooms)")
     parser.add_argument("--budget", type=float, default=900.0, help="safety stop, seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="run folder (default: runs/bench-finetune-<label>)")

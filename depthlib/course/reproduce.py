@@ -90,15 +90,29 @@ def _full_study(profile: Profile) -> list[str]:
         return head + [f"Not shown: {err}"]
     prov, design = record["provenance"], record["study"]
     verdicts = study_verdicts(stored, design, record.get("compute_match"))
+    truth = record.get("ground_truth") or (
+        "filled depth (`depths`); the file predates version 3 of the rooms and the rawDepths "
+        "default, so compare its arms with each other, not with the tables above"
+    )
     return head + [
         f"Commit {prov['commit']}, {prov['date']}, {prov['machine']}, torch {prov['torch']}; "
         f"seeds {design['seeds']}, pretraining seeds {design['pretrain_seeds']}. Intervals: 95%, "
-        "the wider of a paired bootstrap and Student's t over the seeds.",
+        f"the wider of a paired bootstrap and Student's t over the seeds. Ground truth: {truth}.",
         "",
         format_study_table(study_rows(stored)),
         "",
         *[f"- {v['question']}: {v['summary']}" for v in verdicts],
     ]
+
+
+def _scored_on(runs) -> str:
+    """What the runs' tables were scored against, as their evaluations record it."""
+    first = runs[0].evaluation if runs else {}
+    dbe = first.get("dbe") or {}
+    text = f"Ground truth: {first.get('ground_truth', 'not recorded')}."
+    if dbe.get("size"):
+        text += " DBE at {}×{}, θ = {:.3g} px.".format(*dbe["size"], dbe["theta_px"])
+    return text
 
 
 def results_markdown(profile: Profile, runs, timings: dict[str, float], data) -> str:
@@ -117,7 +131,7 @@ def results_markdown(profile: Profile, runs, timings: dict[str, float], data) ->
         f"The lean study of the profile: {profile.study.epochs} fine-tune epochs, seeds "
         f"{list(profile.study.seeds)}. The full study (more arms and seeds, a budget sweep, "
         "compute-matched scratch, paired confidence intervals) is `benchmarks/bench_transfer.py`'s, "
-        "committed in `benchmarks/results/transfer_study.json`.",
+        "committed in `benchmarks/results/transfer_study.json`. " + _scored_on(runs),
         "",
         format_study_table(study_rows(runs)),
         "",

@@ -24,6 +24,7 @@ import torch
 
 from depthlib.atomic import atomic_write_text, to_json
 from depthlib.course.study import MATCHED, step_seconds
+from depthlib.data.rooms import GENERATOR_VERSION
 from depthlib.depth.metrics import MeanDepthBaseline
 from depthlib.errors import ConfigError, DataError
 
@@ -212,7 +213,7 @@ def study_settings(profile, study=None) -> dict:
     settings = {
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
-        "rooms": dataclasses.asdict(profile.rooms),
+        "rooms": dataclasses.asdict(profile.rooms) | {"generator_version": GENERATOR_VERSION},
     }
     if study is not None:
         settings["study"] = dataclasses.asdict(study)
@@ -242,7 +243,8 @@ def results_record(runs: Sequence, profile, study, extra: dict | None = None) ->
         "study": dataclasses.asdict(study),
         "finetune": dataclasses.asdict(profile.finetune),
         "pretrain": dataclasses.asdict(profile.pretrain),
-        "rooms": dataclasses.asdict(profile.rooms),
+        "rooms": study_settings(profile)["rooms"],
+        "ground_truth": runs[0].evaluation.get("ground_truth") if runs else None,
         "runs": [
             {
                 "arm": r.arm,
