@@ -89,7 +89,9 @@ def _piece(rng, name, s, ceiling):
             (*_box((0, head / 2, -d / 2 + 0.03), (w / 2 + 0.02, head / 2, 0.03)), 1),
         ]
         for x in (-w / 4, w / 4) if w > 1.2 else (0,):  # pillows
-            parts.append((*_box((x, h + 0.06, -d / 2 + 0.25), (0.3, 0.06, 0.18)), 1))
+            parts.append(
+                (*_box((x, h + 0.06 * s, -d / 2 + 0.25 * s), np.multiply((0.3, 0.06, 0.18), s)), 1)
+            )
         return parts, (w / 2 + 0.02, d / 2), 0.0
     if name == "sofa":
         w, d, seat = u(1.4, 2.4) * s, u(0.8, 1.0) * s, u(0.38, 0.48) * s
@@ -101,7 +103,16 @@ def _piece(rng, name, s, ceiling):
             (*_box((w / 2 - arm / 2, 0.3 * back, 0), (arm / 2, 0.3 * back, d / 2)), 1),
         ]
         for x in u(-0.35, 0.35, rng.integers(0, 3)) * w:  # cushions leaning on the back
-            parts.append((*_box((x, seat + 0.2, -0.25 * d), (0.2, 0.2, 0.06), u(-0.3, 0.3)), 1))
+            parts.append(
+                (
+                    *_box(
+                        (x, seat + 0.2 * s, -0.25 * d),
+                        np.multiply((0.2, 0.2, 0.06), s),
+                        u(-0.3, 0.3),
+                    ),
+                    1,
+                )
+            )
         return parts, (w / 2, d / 2), 0.0
     if name in ("desk", "table"):
         w, d = u(0.8, 1.8) * s, u(0.5, 0.9) * s
