@@ -77,6 +77,10 @@ class TrainConfig:
     best_metric: str | None = setting(None, "validation metric (lower is better) of best.json")
     keep_last: int = setting(2, "epoch checkpoints kept besides the best one")
     log_every: int = setting(5, "steps between progress-bar updates")
+    precision: str = setting(
+        "fp32", "bf16: bfloat16 autocast in training steps; auto: bf16 where fast",
+        choices=("fp32", "bf16", "auto"),
+    )  # fmt: skip
 
     def __post_init__(self):
         micro, batch = self.micro_batch, self.batch_size
@@ -134,10 +138,6 @@ class FinetuneConfig(TrainConfig):
     val_fraction: float = setting(0.1, "share of the train split held out for validation")
     val_images: int | None = setting(None, "at most this many of those, evenly spaced")
     eval_batch_size: int = setting(16, "images per forward pass when scoring")
-    precision: str = setting(
-        "fp32", "bf16: bfloat16 autocast in training; auto: bf16 where fast",
-        choices=("fp32", "bf16", "auto"),
-    )  # fmt: skip
     channels_last: bool = setting(False, "NHWC memory layout (faster on CPU with bf16)")
     best_metric: str | None = setting("abs_rel", "validation metric (lower is better) of best.json")
 
@@ -167,6 +167,10 @@ class PretrainConfig(TrainConfig):
     weight_decay: float = setting(0.04, "AdamW weight decay, rising to weight_decay_end (SparK)")
     weight_decay_end: float | None = setting(0.2, "weight decay at the end (SparK: 0.04 → 0.2)")
     grad_clip: float | None = setting(5.0, "max global gradient norm")
+    held_out: int = setting(
+        256, "held-out images scored after each epoch (rooms of a seed of their own; from a file "
+        "or folder, its last images, at most a tenth, then not trained on); 0: none",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,7 @@ PROFILES: dict[str, Profile] = {
             epochs=2,
             batch_size=8,
             decoder_width=32,
+            held_out=16,
         ),
         study=StudyConfig(epochs=1),
     ),

@@ -19,6 +19,7 @@ VALIDATION = 0x7A1  # the validation carve: one per split, whatever the run's se
 LABELS = 0x1ABE1  # which images of the train split keep their labels
 POOL = 0x9E7A  # which images a pretraining pool takes from a file or folder
 UNLABELLED_ROOMS = 1_000_003  # the unlabelled rooms pool's seed, from the labelled set's
+HELD_OUT_ROOMS = 2_000_003  # the held-out rooms that score pretraining, from the labelled set's
 
 
 def derive_seed(*parts: int) -> int:

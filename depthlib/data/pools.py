@@ -25,12 +25,20 @@ from depthlib.data.folders import IMAGE_SUFFIXES, read_rgb
 from depthlib.data.transforms import resize_rgb
 from depthlib.errors import ConfigError, DataError
 from depthlib.progress import progress_bar
-from depthlib.seeds import POOL, STREAMED_IMAGE, UNLABELLED_ROOMS, derive_seed, generator
+from depthlib.seeds import (
+    HELD_OUT_ROOMS,
+    POOL,
+    STREAMED_IMAGE,
+    UNLABELLED_ROOMS,
+    derive_seed,
+    generator,
+)
 
 __all__ = [
     "ImagePool",
     "StreamedImages",
     "fit_to_size",
+    "held_out_rooms_seed",
     "folder_pool",
     "labeled_pool",
     "load_image_pool",
@@ -92,6 +100,11 @@ class StreamedImages(Dataset):
 def unlabelled_rooms_seed(labelled_seed: int) -> int:
     """The seed of the unlabelled rooms pool for a labelled rooms set with ``labelled_seed``."""
     return int(labelled_seed) + UNLABELLED_ROOMS
+
+
+def held_out_rooms_seed(labelled_seed: int) -> int:
+    """The seed of the held-out rooms that score pretraining: neither trained on nor labelled."""
+    return int(labelled_seed) + HELD_OUT_ROOMS
 
 
 def fit_to_size(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

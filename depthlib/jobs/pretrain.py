@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from depthlib.data.dataset import MAX_PRELOAD_BYTES
-from depthlib.data.pools import ImagePool, StreamedImages, load_image_pool, unlabelled_rooms_seed
+from depthlib.data.pools import (
+    ImagePool,
+    StreamedImages,
+    held_out_rooms_seed,
+    load_image_pool,
+    rooms_pool,
+    unlabelled_rooms_seed,
+)
 from depthlib.data.transforms import normalize, random_resized_crop
 from depthlib.depth.encoders import load_encoder_weights, offline_imagenet_hint, weights_source
 from depthlib.errors import ConfigError, DataError, require_multiple
@@ -37,17 +44,19 @@ from depthlib.profiles import (
     printable_path,
     runs_dir,
 )
-from depthlib.spark.model import SparK, kept_patch_count, reconstruct
+from depthlib.spark.model import SparK, kept_patch_count, masked_patch_loss, reconstruct
 from depthlib.train import PreloadedBatches, Task, TrainResult, epoch_loader, fit, seed_everything
-from depthlib.train.distributed import is_main_process, unwrap_model
+from depthlib.train.distributed import is_main_process, resolve_device, unwrap_model, use_bf16
 from depthlib.weights import load_weights, save_weights
 
 __all__ = [
     "ENCODER_FILENAME",
+    "HeldOutScore",
     "PretrainResult",
     "Reconstructions",
     "SparkTask",
     "build_spark",
+    "held_out_loss",
     "image_batches",
     "load_reconstructions",
     "pretrain",
@@ -74,11 +83,13 @@ def image_batches(images: torch.Tensor, batch_size: int, seed: int = 0) -> Prelo
 class SparkTask(Task):
     """The pretraining Task: a batch ``{"rgb", "seed"}`` → augmented, normalised, masked (the
     model's mask ratio) → SparK's masked-patch loss. ``augment``: SparK's crop + flip (False: the
-    images as they are). ``on_epoch_end``: an optional ``callback(model, epoch) -> Mapping |
-    None`` (e.g. :class:`Reconstructions`), merged into the epoch's log row."""
+    images as they are). ``bf16``: the step under bfloat16 autocast (the loss in float32).
+    ``on_epoch_end``: callbacks ``callback(model, epoch) -> Mapping`` (e.g.
+    :class:`Reconstructions`, :class:`HeldOutScore`), merged into the epoch's log row."""
 
-    def __init__(self, augment: bool = True, on_epoch_end=None):
-        self.augment, self.callback = augment, on_epoch_end
+    def __init__(self, augment: bool = True, on_epoch_end=(), bf16: bool = False):
+        self.augment, self.bf16 = augment, bf16
+        self.callbacks = [on_epoch_end] if callable(on_epoch_end) else list(on_epoch_end)
 
     def inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised images, mask) of a batch: the same for the same batch seed."""
@@ -94,19 +105,75 @@ class SparkTask(Task):
 
     def training_step(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
         images, mask = self.inputs(model, batch)
-        loss, _ = model(images, mask)
-        return loss, {}
+        if not self.bf16:
+            return model(images, mask)[0], {}
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            _, prediction = model(images, mask)
+        spark = unwrap_model(model)
+        return masked_patch_loss(prediction.float(), images, mask, spark.patch), {}
 
     def on_epoch_end(self, model: nn.Module, epoch: int, row) -> dict | None:
-        return self.callback(model, epoch) if self.callback is not None else None
+        merged: dict = {}
+        for callback in self.callbacks:
+            merged.update(callback(model, epoch) or {})
+        return merged or None
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: SparK, images: torch.Tensor, seed: int = 0, batch_size: int = 64
+) -> dict[str, float]:
+    """SparK's masked-patch loss on ``images`` (uint8, never trained on) as they are, each under
+    a mask fixed by ``seed`` and its place, averaged over hidden patches:
+
+    - ``held_out``: eval-mode BatchNorm (the running statistics: how the encoder is exported);
+    - ``held_out_batch_stats``: train-mode BatchNorm (batch statistics, as in training; the
+      running statistics are put back afterwards);
+    - ``flat``: a prediction of 0 in per-patch-normalised units (each patch's mean colour, no
+      texture), the score with nothing learnt: about 1.0.
+    """
+    spark = unwrap_model(model)
+    device, was_training = next(spark.parameters()).device, spark.training
+    buffers = {name: b.clone() for name, b in spark.named_buffers()}
+    totals = dict.fromkeys(("held_out", "held_out_batch_stats", "flat"), 0.0)
+    hidden_total = 0.0
+    try:
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start : start + batch_size].to(device))
+            b, _, h, w = x.shape
+            g = torch.Generator().manual_seed(seed * 1_000_003 + start)
+            mask = spark.random_mask(b, h, w, generator=g).to(device)
+            hidden = float((~mask).sum())  # the loss is a mean over hidden patches: re-weight
+            for key, train_mode in (("held_out", False), ("held_out_batch_stats", True)):
+                spark.train(train_mode)
+                totals[key] += float(spark(x, mask)[0]) * hidden
+            flat = masked_patch_loss(torch.zeros_like(x), x, mask, spark.patch)
+            totals["flat"] += float(flat) * hidden
+            hidden_total += hidden
+    finally:
+        for name, b in spark.named_buffers():
+            b.copy_(buffers[name])
+        spark.train(was_training)
+    return {k: v / hidden_total for k, v in totals.items()}
+
+
+class HeldOutScore:
+    """An ``on_epoch_end`` callback: :func:`held_out_loss` on a held-out pool, logged each epoch
+    as ``held_out``, ``held_out_batch_stats`` and ``flat``."""
+
+    def __init__(self, images: torch.Tensor, seed: int = 0):
+        self.images, self.seed = images, int(seed)
+
+    def __call__(self, model: nn.Module, epoch: int) -> dict:
+        return held_out_loss(unwrap_model(model), self.images, self.seed)
 
 
 class Reconstructions:
     """An ``on_epoch_end`` callback: reconstruct fixed images under a fixed mask, save the tensors
     as ``<directory>/epoch_XXXX.safetensors`` (figures comparing epochs need no retraining) and
-    log the loss on them as ``recon_loss``. The images are the first of the pool (training
-    images: there is no held-out unlabelled set); the mask comes from ``seed``, so every epoch
-    shows the same hidden patches."""
+    log the loss on them as ``recon_loss``: four images are a picture, not a measurement
+    (:class:`HeldOutScore` measures). :func:`pretrain` shows held-out images when it has them;
+    the mask comes from ``seed``, so every epoch shows the same hidden patches."""
 
     def __init__(self, images: torch.Tensor, directory, seed: int = 0, save: bool = True):
         self.images, self.directory = images, Path(directory)
@@ -185,6 +252,32 @@ def _check_size(cfg: PretrainConfig) -> None:
         )
 
 
+def _held_out_split(pool: ImagePool, data, cfg: PretrainConfig, prof: Profile, cache: bool,
+                    progress: bool) -> tuple[ImagePool, torch.Tensor | None]:
+    """(training pool, held-out uint8 images or None). Rooms: ``cfg.held_out`` rooms of a seed of
+    their own, so no room is in both. A file or folder: its last ``cfg.held_out`` images (at most
+    a tenth of them), which training then leaves out."""
+    k = cfg.held_out
+    if k == 0:
+        return pool, None
+    if str(data) == "rooms":
+        seed, size = held_out_rooms_seed(prof.rooms.seed), (cfg.height, cfg.width)
+        path = data_dir() / f"held-out-rooms-n{k}-{cfg.height}x{cfg.width}-seed{seed}.mat"
+        held = rooms_pool(k, size, seed, cache=path if cache else None, progress=progress)
+        return pool, held.images
+    k = min(k, len(pool) // 10)  # a file or folder gives up at most a tenth of its images
+    if k == 0:
+        if progress:
+            print(f"No held-out images: {len(pool)} images are too few to give a tenth up.")
+        return pool, None
+    if progress:
+        print(f"Holding out the last {k} of {len(pool)} images of {pool.source} (never trained on).")
+    if pool.images is not None:
+        return dataclasses.replace(pool, images=pool.images[:-k]), pool.images[-k:]
+    held = ImagePool(None, pool.source, k, files=pool.files[-k:], size=pool.size)
+    return dataclasses.replace(pool, files=pool.files[:-k]), held.first(k)
+
+
 def pretrain(
     data: str | os.PathLike = "rooms",
     profile: str | Profile | None = None,
@@ -231,16 +324,19 @@ def pretrain(
     )  # fmt: skip
     if progress and pool.skipped:
         print(f"Skipped {len(pool.skipped)} unreadable file(s), e.g. {pool.skipped[0]}.")
+    pool, held_out = _held_out_split(pool, data, cfg, prof, cache_rooms, progress)
     if progress and len(pool) < cfg.n_images:
-        print(f"Using all {len(pool)} images of {pool.source} (n_images is {cfg.n_images}).")
+        print(f"Training on {len(pool)} images of {pool.source} (n_images is {cfg.n_images}).")
     if pool.images is None:  # streamed: one decode per image, in DataLoader workers
         streamed = StreamedImages(pool.files, pool.size, seed=cfg.seed)
         batches = epoch_loader(streamed, micro, seed=cfg.seed, num_workers=cfg.num_workers)
     else:
         batches = image_batches(pool.images, micro, seed=cfg.seed)
-    callback = Reconstructions(
-        pool.first(4), run_dir / "reconstructions", seed=cfg.seed, save=figures
-    )
+    shown = held_out[:4] if held_out is not None else pool.first(4)
+    callbacks = [Reconstructions(shown, run_dir / "reconstructions", seed=cfg.seed, save=figures)]
+    if held_out is not None:
+        callbacks.append(HeldOutScore(held_out, seed=cfg.seed))
+    bf16 = use_bf16(cfg.precision, resolve_device(device))
     run_config = {
         "task": "pretrain",
         "profile": prof.name,
@@ -249,9 +345,11 @@ def pretrain(
         "n_images": len(pool),
         "n_skipped": len(pool.skipped),
         "input_size": list(size),
+        "held_out": 0 if held_out is None else len(held_out),
+        "bf16": bf16,
         "pretrain": dataclasses.asdict(cfg),
     }
-    result = fit(model, SparkTask(on_epoch_end=callback), batches, cfg, run_dir, resume=resume,
+    result = fit(model, SparkTask(on_epoch_end=callbacks, bf16=bf16), batches, cfg, run_dir, resume=resume,
                  device=device, progress=progress, overwrite=overwrite, run_config=run_config)  # fmt: skip
     encoder_path = None
     if result.stop_reason in ("completed", "already_complete") and is_main_process():
