@@ -36,7 +36,7 @@ from depthlib.spark.model import SparK
 
 CANDIDATES: dict[str, dict] = {
     "today": {},  # the profile as it is: 64x96, 4x6 patches, fp32, its own epochs
-    "bf16": {"precision": "bf16"},
+    "today-budget": {},  # the same setting for the whole budget: more steps, same grid
     "grid6x8": {"height": 96, "width": 128, "precision": "bf16"},
     "grid8x12": {"height": 128, "width": 192, "precision": "bf16"},
     "grid8x12-b16": {"height": 128, "width": 192, "precision": "bf16", "batch_size": 16},
@@ -51,7 +51,9 @@ COMMON_SIZE = (64, 96)
 def step_seconds(cfg, repeats: int = 6) -> float:
     """Median seconds of one optimizer step of ``cfg`` (SparK forward, backward, AdamW)."""
     torch.manual_seed(0)
-    model = SparK(cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio, cfg.masking)
+    model = SparK(
+        cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio, cfg.masking, cfg.gather
+    )
     task = SparkTask(bf16=cfg.precision == "bf16")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     rgb = torch.randint(0, 256, (cfg.batch_size, 3, cfg.height, cfg.width), dtype=torch.uint8)
@@ -66,10 +68,9 @@ def step_seconds(cfg, repeats: int = 6) -> float:
     return statistics.median(times[1:])
 
 
-def run_candidate(name: str, changes: dict, args) -> dict:
+def run_candidate(name: str, changes: dict, probe: float, args) -> dict:
     profile = get_profile("cpu")
     _, cfg = job_settings(profile, "pretrain", **changes)
-    probe = step_seconds(cfg)
     steps_per_epoch = math.ceil(cfg.n_images / cfg.batch_size)
     epochs = cfg.epochs if name == "today" else max(1, round(args.budget / probe / steps_per_epoch))
     out = Path(args.runs) / name
@@ -92,8 +93,14 @@ def run_candidate(name: str, changes: dict, args) -> dict:
         "probe_step_s": round(probe, 4),
         "median_step_s": round(statistics.median(step_times), 4),
         "steps_s": round(sum(row["epoch_time_s"] for row in history), 1),
-        "curve": [{k: round(row[k], 4) for k in ("epoch", "train_loss", "held_out",
-                   "held_out_batch_stats", "flat") if k in row} for row in history],  # fmt: skip
+        "curve": [
+            {
+                k: round(row[k], 4)
+                for k in ("epoch", "train_loss", "held_out", "held_out_batch_stats", "flat")
+                if k in row
+            }
+            for row in history
+        ],  # fmt: skip
         "final_held_out": round(history[-1]["held_out"], 4),
         "at_64x96": {k: round(v, 4) for k, v in at_common.items()},
     }
@@ -112,12 +119,18 @@ def main() -> None:
     done = set()
     if path.exists():
         done = {json.loads(line)["candidate"] for line in path.read_text().splitlines() if line}
-    for name in args.candidate or list(CANDIDATES):
-        if name in done:
-            print(f"{name}: already in {path}, skipped")
-            continue
+    todo = [name for name in args.candidate or list(CANDIDATES) if name not in done]
+    print(f"already in {path}, skipped: {sorted(done)}" if done else "", flush=True)
+    # Every step time first, back to back, so that they are measured under one load; the
+    # runs then take as many epochs as those times fit in the budget.
+    probes = {}
+    for name in todo:
+        probes[name] = step_seconds(job_settings(get_profile("cpu"), "pretrain",
+                                                 **CANDIDATES[name])[1])  # fmt: skip
+        print(f"{name}: {probes[name]:.3f} s a step", flush=True)
+    for name in todo:
         start = provenance()
-        record = run_candidate(name, CANDIDATES[name], args)
+        record = run_candidate(name, CANDIDATES[name], probes[name], args)
         record = {"provenance": start, "load_end": provenance()["load"], "budget_s": args.budget,
                   "held_out_rooms": args.held_out, **record}  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +138,7 @@ def main() -> None:
             f.write(json.dumps(record) + "\n")
         print(f"{name}: held-out {record['final_held_out']:.3f} at its size, "
               f"{record['at_64x96']['held_out']:.3f} at 64x96 (flat "
-              f"{record['at_64x96']['flat']:.3f}), {record['steps_s']:.0f} s of steps")  # fmt: skip
+              f"{record['at_64x96']['flat']:.3f}), {record['steps_s']:.0f} s of steps", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 from provenance import REPO, commit
 
 from depthlib.course.statistics import (
+    comparisons_note,
     format_study_table,
     results_record,
     study_rows,
@@ -58,6 +59,7 @@ def pretraining_curves(profile, data, study) -> dict:
             _, rows = read_run_rows(folder)
             curves[folder.name] = {
                 "loss": [round(r["train_loss"], 4) for r in rows],
+                "held_out": [round(r["held_out"], 4) for r in rows if "held_out" in r],
                 "step_s": round(sum(r["epoch_time_s"] for r in rows), 1),
             }
     return curves
@@ -74,20 +76,30 @@ def main() -> None:
     study = FULL.get(profile.name, FULL["cpu"])
     print(f"profile {profile.name}; study {study}")
     start = time.monotonic()
-    runs = run_study(profile, study=study, progress=False)
-    seconds = time.monotonic() - start
-    print(format_study_table(study_rows(runs)))
     data = course_data(profile)
     matched = study_dir(profile, data) / "compute_match.json"
-    compute_match = json.loads(matched.read_text()) if matched.is_file() else None
-    found = study_verdicts(runs, study, compute_match)
-    for v in found:
+
+    def record_of(runs, complete: bool) -> dict:
+        seconds = time.monotonic() - start
+        extra = {"commit": commit(), "wall_s": round(seconds), "complete": complete}
+        record = results_record(runs, profile, study, extra)
+        compute_match = json.loads(matched.read_text()) if matched.is_file() else None
+        record["pretraining"] = pretraining_curves(profile, data, study)
+        record["verdicts"] = study_verdicts(runs, study, compute_match) if complete else []
+        record["compute_match"] = compute_match
+        return record
+
+    def partial(runs) -> None:  # the file grows with the study: commit it between sessions
+        write_results(args.out, record_of(runs, complete=False))
+
+    runs = run_study(profile, study=study, progress=False, after_each=partial)
+    record = record_of(runs, complete=True)
+    print(format_study_table(study_rows(runs)))
+    for v in record["verdicts"]:
         print("-", v["summary"])
-    record = results_record(runs, profile, study, {"commit": commit(), "wall_s": round(seconds)})
-    record["pretraining"] = pretraining_curves(profile, data, study)
-    record["verdicts"] = found
-    record["compute_match"] = compute_match
-    print(f"wrote {write_results(args.out, record)} after {seconds / 60:.1f} min")
+    print(comparisons_note(record["verdicts"]))
+    path = write_results(args.out, record)
+    print(f"wrote {path} after {record['provenance']['wall_s'] / 60:.1f} min")
 
 
 if __name__ == "__main__":

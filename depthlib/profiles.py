@@ -133,6 +133,9 @@ class FinetuneConfig(TrainConfig):
     label_fraction: float = setting(1.0, "seeded share of the train split, e.g. 0.1")
     num_workers: int = setting(0, "DataLoader workers for a streamed export", flag="workers")
     jitter: float = setting(0.2, "colour jitter strength (brightness, contrast, saturation ±)")
+    freeze_encoder: bool = setting(
+        False, "train the decoder and head only (a probe of what the encoder holds)"
+    )
     l1_weight: float = setting(0.0, "loss = SILog + l1_weight * L1 (m) + grad_weight * gradients")
     grad_weight: float = setting(0.0, "weight of the gradient-matching loss")
     val_fraction: float = setting(0.1, "share of the train split held out for validation")
@@ -167,6 +170,10 @@ class PretrainConfig(TrainConfig):
     weight_decay: float = setting(0.04, "AdamW weight decay, rising to weight_decay_end (SparK)")
     weight_decay_end: float | None = setting(0.2, "weight decay at the end (SparK: 0.04 → 0.2)")
     grad_clip: float | None = setting(5.0, "max global gradient norm")
+    gather: tuple[str, ...] = setting(
+        (), "convolution kinds the sparse encoder computes on visible positions only, e.g. "
+        "('1x1',): the same numbers, faster where benchmarks/bench_sparse_conv.py says",
+    )  # fmt: skip
     held_out: int = setting(
         256, "held-out images scored after each epoch (rooms of a seed of their own; from a file "
         "or folder, its last images, at most a tenth, then not trained on); 0: none",
@@ -181,8 +188,10 @@ class StudyConfig:
     A low-label run repeats its subset so that every epoch has the full split's steps: the same
     budget and x-axis for every label fraction. Fine-tune seed ``k`` is paired across arms and
     uses pretraining seed ``pretrain_seeds[k % n]``. At each label fraction in
-    ``compute_matched``, scratch also runs for as many more epochs as SparK's pretraining took
-    (measured). The profile holds the lean version ``reproduce`` runs;
+    ``compute_matched``, scratch also runs for as many more epochs as SparK's pretraining took at
+    each of ``matched_budgets`` (measured). An arm's name may carry a pretraining budget
+    (``spark×4``) or ``" (frozen)"`` (:func:`depthlib.course.study.arm_spec`). The profile holds
+    the lean version ``reproduce`` runs;
     ``benchmarks/bench_transfer.py`` runs the full study.
     """
 
@@ -197,6 +206,10 @@ class StudyConfig:
     sweep_seeds: tuple[int, ...] = (0,)
     compute_matched: tuple[float, ...] = ()  # label fractions that get compute-matched scratch
     matched_seeds: tuple[int, ...] | None = None  # their seeds (None: the main seeds)
+    matched_budgets: tuple[float, ...] = (1.0,)  # SparK budgets whose cost scratch gets
+    # (arm, label fraction) runs beyond the main table, with its seeds and epochs: e.g.
+    # ("spark×4", 0.1) for the pretraining-budget sweep, ("spark (frozen)", 1.0) for a probe
+    extra_runs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from depthlib.data.dataset import DepthDataset, evenly_spaced, open_depth_datase
 from depthlib.data.rooms import synthesize
 from depthlib.errors import CheckpointError, ConfigError
 from depthlib.jobs.finetune import (
+    build_model,
     depth_batches,
     finetune,
     label_subset,
@@ -64,6 +65,24 @@ def test_tiny_finetune_lowers_the_loss_and_validates(rooms, tmp_path):
     assert result.train.best_checkpoint is not None  # best by validation abs_rel
     best = load_checkpoint(result.train.best_checkpoint).meta["metrics"]["abs_rel"]
     assert best == pytest.approx(min(r["val_abs_rel"] for r in result.train.history))
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_statistics_while_the_decoder_learns(
+    rooms, tmp_path
+):
+    from depthlib.train import seed_everything
+
+    seed_everything(4)  # what finetune does before it builds the model
+    init = weights(build_model(QUICK.finetune))
+    result = run(rooms, tmp_path / "b", epochs=2, seed=4, freeze_encoder=True)
+    trained = weights(result.model)
+    encoder = [k for k in trained if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in encoder)
+    assert all(torch.equal(trained[k], init[k]) for k in encoder)  # weights and statistics
+    decoder = [k for k in trained if k.startswith("decoder.") and trained[k].is_floating_point()]
+    assert any(not torch.equal(trained[k], init[k]) for k in decoder)
+    result.model.train()
+    assert result.model.training and not result.model.encoder.training
 
 
 def test_default_run_folder_and_final_evaluation(rooms, tmp_path):

@@ -16,19 +16,26 @@ from depthlib.data.pools import (
     StreamedImages,
     fit_to_size,
     folder_pool,
+    held_out_rooms_seed,
     labeled_pool,
     load_image_pool,
     rooms_pool,
     unlabelled_rooms_seed,
 )
 from depthlib.data.rooms import render_room
-from depthlib.data.transforms import random_resized_crop
+from depthlib.data.transforms import normalize, random_resized_crop
 from depthlib.depth.losses import silog_loss
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
-from depthlib.jobs.pretrain import SparkTask, image_batches, load_reconstructions, pretrain
+from depthlib.jobs.pretrain import (
+    SparkTask,
+    held_out_loss,
+    image_batches,
+    load_reconstructions,
+    pretrain,
+)
 from depthlib.profiles import TrainConfig, get_profile
-from depthlib.spark.model import SparK, kept_patch_count
+from depthlib.spark.model import SparK, kept_patch_count, masked_patch_loss
 from depthlib.train import fit
 from depthlib.train.checkpoint import load_checkpoint
 
@@ -128,6 +135,46 @@ def test_rooms_pool_uses_its_own_seed_and_matches_the_generator_cached_or_not(tm
     assert not np.array_equal(pool.images[0].permute(1, 2, 0).numpy(), labelled)
     cached = rooms_pool(3, (32, 48), seed, cache=tmp_path / "u.mat", progress=False, workers=1)
     assert torch.equal(cached.images, pool.images) and (tmp_path / "u.mat").is_file()
+
+
+def test_the_held_out_rooms_never_overlap_the_training_pool_or_the_labelled_set():
+    labelled_seed = get_profile("cpu").rooms.seed
+    held, train = held_out_rooms_seed(labelled_seed), unlabelled_rooms_seed(labelled_seed)
+    assert len({held, train, labelled_seed}) == 3  # rooms are drawn per (seed, index)
+    a = rooms_pool(4, (32, 48), held, progress=False, workers=1).images
+    b = rooms_pool(4, (32, 48), train, progress=False, workers=1).images
+    assert not any(torch.equal(x, y) for x in a for y in b)
+
+
+def test_held_out_loss_scores_fixed_masks_against_the_flat_prediction_and_keeps_the_model():
+    torch.manual_seed(0)
+    model = SparK("resnet18", encoder_depth=4, decoder_width=16)
+    images = torch.randint(0, 256, (6, 3, 32, 48), dtype=torch.uint8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    first = held_out_loss(model, images, seed=3, batch_size=4)
+    assert first == held_out_loss(model, images, seed=3, batch_size=4)  # fixed masks
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert 0.9 < first["flat"] < 1.0  # predicting each patch's mean: nothing explained
+    assert set(first) == {"held_out", "held_out_batch_stats", "flat"}
+    # the flat score is the loss of a zero prediction on the same hidden patches
+    mask = model.random_mask(6, 32, 48, generator=torch.Generator().manual_seed(3 * 1_000_003))
+    assert held_out_loss(model, images, seed=3, batch_size=6)["flat"] == pytest.approx(
+        float(masked_patch_loss(torch.zeros(6, 3, 32, 48), normalize(images), mask, 16))
+    )
+
+
+def test_pretrain_scores_held_out_images_each_epoch_and_a_folder_gives_up_a_tenth(tmp_path):
+    result = pretrain("rooms", "quick", out=tmp_path / "r", epochs=2, progress=False,
+                      cache_rooms=False, held_out=4, **TINY)  # fmt: skip
+    assert all(0 < row["held_out"] < 2 and 0.9 < row["flat"] < 1 for row in result.train.history)
+    assert result.train.history[0]["flat"] == result.train.history[1]["flat"]
+    folder = image_folder(tmp_path / "imgs", n=20)
+    run = pretrain(folder, "quick", out=tmp_path / "f", epochs=1, progress=False, held_out=64,
+                   **(TINY | {"n_images": 20}))  # fmt: skip
+    assert len(run.pool) == 18 and "held_out" in run.train.history[0]
+    meta = json.loads((tmp_path / "f" / "checkpoints" / "epoch_0001" / "meta.json").read_text())
+    assert meta["run_config"]["held_out"] == 2
 
 
 def test_labeled_file_gives_the_rgb_of_its_train_split_only(tmp_path):

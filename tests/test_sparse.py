@@ -483,3 +483,44 @@ def test_a_context_without_an_active_mask_says_how_to_give_one():
 
     with pytest.raises(ConfigError, match="ctx.active"):
         SparseContext().mask_for(torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("encoder", ["tu-efficientnet_lite0", "resnet50"])
+def test_gathered_1x1_convolutions_equal_masked_dense_forward_and_gradients(encoder):
+    from depthlib.spark.model import SparK
+    from depthlib.spark.sparse import conv_kind
+
+    torch.manual_seed(0)
+    dense_path = SparK(encoder, encoder_depth=4, decoder_width=32)
+    gathered = SparK(encoder, encoder_depth=4, decoder_width=32, gather=("1x1",))
+    gathered.load_state_dict(dense_path.state_dict())
+    kinds = {conv_kind(m) for m in gathered.encoder.modules() if isinstance(m, nn.Conv2d)}
+    assert "1x1" in kinds and kinds - {"1x1"}  # both paths are exercised in one encoder
+    images = torch.randn(4, 3, 32, 48)
+    mask = make_patch_mask(4, 32, 48, 16, 0.6, seed=1)
+    results = []
+    for model in (dense_path, gathered):
+        loss, _ = model(images, mask)
+        loss.backward()
+        with torch.no_grad():
+            feats = model.features(images, mask)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), feats, grads))
+    (loss_a, feats_a, grads_a), (loss_b, feats_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-7)
+    for fa, fb in zip(feats_a[2:], feats_b[2:], strict=True):
+        torch.testing.assert_close(fb, fa, rtol=1e-5, atol=1e-5)
+        hidden = ~upsample_mask(mask, fb.shape[-2:]).expand_as(fb)
+        assert torch.count_nonzero(fb[hidden]) == 0  # masked positions exactly 0
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6)
+
+
+def test_gather_refuses_kinds_it_cannot_compute_sparsely():
+    from depthlib.spark.model import SparK
+
+    with pytest.raises(ConfigError, match="masked dense"):
+        SparK("resnet18", encoder_depth=4, decoder_width=32, gather=("depthwise",))
+    with pytest.raises(ConfigError, match="zero-out"):
+        SparK("resnet18", encoder_depth=4, decoder_width=32, masking="zero-out", gather=("1x1",))

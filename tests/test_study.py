@@ -13,6 +13,7 @@ import pytest
 from depthlib.course.statistics import (
     bootstrap_ci,
     budget_curves,
+    comparisons_note,
     format_study_table,
     load_results,
     paired_interval,
@@ -25,6 +26,7 @@ from depthlib.course.statistics import (
 from depthlib.course.study import (
     ARMS,
     MATCHED,
+    arm_spec,
     compute_matched_epochs,
     course_runs,
     data_identity,
@@ -78,6 +80,42 @@ def test_the_quick_study_runs_every_arm_paired_and_scored(study):
     assert len(matched) == 4 and all(r.epochs >= 1 for r in matched)
     match = json.loads((runs[0].run_dir.parent / "compute_match.json").read_text())
     assert match["labels10-epochs1"]["epochs"] == matched[-1].epochs
+
+
+def test_budget_arms_frozen_probes_and_matching_per_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHLIB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEPTHLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("DEPTHLIB_DATASET", raising=False)
+    design = StudyConfig(
+        arms=("scratch", "spark"), label_fractions=(0.1,), seeds=(0, 1), pretrain_seeds=(0, 1),
+        epochs=1, extra_runs=(("spark×2", 0.1), ("scratch (frozen)", 0.1), ("spark (frozen)", 0.1)),
+        compute_matched=(0.1,), matched_budgets=(1.0, 2.0),
+    )  # fmt: skip
+    runs = run_study(QUICK, study=design, progress=False, echo=lambda _: None)
+    root = runs[0].run_dir.parent
+    checkpoints = root / "pretrain" / "spark-x2-seed1" / "checkpoints"
+    pretrain_meta = json.loads(next(checkpoints.glob("epoch_*/meta.json")).read_text())
+    assert pretrain_meta["config"]["epochs"] == 2 * QUICK.pretrain.epochs
+    frozen = next(r for r in runs if r.arm == "spark (frozen)")
+    meta = json.loads((frozen.run_dir / "checkpoints" / "epoch_0001" / "meta.json").read_text())
+    assert meta["run_config"]["finetune"]["freeze_encoder"] is True
+    assert "pretrain/spark-seed" in meta["run_config"]["finetune"]["encoder_weights"]
+    assert {r.arm for r in runs} >= {"scratch (compute-matched)",
+                                     "scratch (compute-matched to spark×2)"}  # fmt: skip
+    match = json.loads((root / "compute_match.json").read_text())
+    assert match["labels10-epochs1-spark×2"]["budget"] == 2.0
+    questions = {v["question"] for v in study_verdicts(runs, design, match)}
+    assert questions >= {
+        "spark vs scratch, 1 epochs",
+        "spark×2 vs scratch, 1 epochs",
+        "spark (frozen) vs scratch (frozen), 1 epochs",
+        "spark vs compute-matched scratch",
+        "spark×2 vs compute-matched scratch",
+    }
+    assert arm_spec("imagenet+spark×12 (frozen)") == ("imagenet+spark", 12.0, True)
+    for bad in ("imagenet×4", "spark×0", "sparkle", "spark×x"):
+        with pytest.raises(ConfigError, match="Unknown study arm"):
+            arm_spec(bad)
 
 
 def test_finished_runs_are_reused_and_other_settings_get_another_folder(study):
@@ -150,10 +188,49 @@ class FakeRun:
     metrics: dict
     label_fraction: float = 0.1
     epochs: int = 5
+    pretrain_seed: int | None = None
 
 
 def _fake(arm, seed, abs_rel, delta1):
     return FakeRun(arm, seed, {"abs_rel": abs_rel, "delta1": delta1, "rmse": 1.0, "dbe_comp": 2.0})
+
+
+def test_the_clustered_interval_widens_when_fine_tunes_share_pretraining_runs():
+    # six differences, two per pretraining run; the runs differ, the fine-tunes of one hardly
+    gains = [0.05, 0.051, 0.00, 0.001, 0.03, 0.031]
+    naive = paired_interval(gains)
+    clustered = paired_interval(gains, clusters=[0, 0, 1, 1, 2, 2])
+    assert clustered["gain"] == naive["gain"] and clustered["clusters"] == 3
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(clustered["ci"]) > 1.5 * width(naive["ci"])
+    assert naive["ci"][0] > 0 > clustered["ci"][0]  # "better" only while pretending independence
+    # the t part reads the three cluster means (0.0505, 0.0005, 0.0305): sd 0.025166, t(2) 4.3027
+    half = clustered["ci_t"][1] - clustered["gain"]
+    assert half == pytest.approx(4.3027 * 0.025166 / 3**0.5, rel=1e-4)
+    with pytest.raises(DataError, match="two clusters"):
+        paired_interval([0.1, 0.2, 0.3], clusters=[7, 7, 7])
+    # a verdict clusters by the pretraining runs the fine-tunes started from
+    runs = [FakeRun("scratch", s, {"delta1": 0.7}) for s in range(6)]
+    runs += [FakeRun("spark", s, {"delta1": 0.7 + g}, pretrain_seed=s % 3)
+             for s, g in enumerate([0.05, 0.0, 0.03, 0.051, 0.001, 0.031])]  # fmt: skip
+    v = paired_verdict(runs, "spark", label_fraction=0.1, metrics=("delta1",))
+    assert v["metrics"]["delta1"]["clusters"] == 3 and "over 3 pretraining runs" in v["summary"]
+    assert v["metrics"]["delta1"]["verdict"] == "no clear difference"
+
+
+def test_compute_matching_and_the_budget_axis_read_median_step_times(study, tmp_path):
+    _, runs, _ = study
+    stored = load_results(write_results(tmp_path / "s.json", results_record(runs, QUICK, FULL)))
+    record, stored = stored
+    record["pretraining"] = {f"spark-seed{p}": {"step_s": 100.0} for p in (0, 1)}
+    record["pretraining"]["spark-seed2"] = {"step_s": 900.0}  # one run slowed by another job
+    scratch = [s for s in stored if s.arm == "scratch" and s.label_fraction == 0.1]
+    slow = dataclasses.replace(scratch[0], step_s=1000.0, seed=99)  # and one slow fine-tune
+    quiet = budget_curves(record, [*stored, dataclasses.replace(slow, step_s=scratch[0].step_s)],
+                          "delta1", 0.1)  # fmt: skip
+    noisy = budget_curves(record, [*stored, slow], "delta1", 0.1)
+    assert noisy["spark"][0][3] == pytest.approx(quiet["spark"][0][3])  # median: 100 s
+    assert noisy["scratch"][0][3] == pytest.approx(quiet["scratch"][0][3], rel=0.35)
 
 
 def test_verdict_reads_the_interval_in_the_metrics_direction():
@@ -191,6 +268,8 @@ def test_study_verdicts_ask_every_question_of_the_design():
     assert matched["seeds"] == [0, 1, 2]
     assert f"{MATCHED}, 17 epochs" in matched["summary"]
     assert found["spark vs scratch, 20 epochs"]["summary"].startswith("at 20 epochs: ")
+    note = comparisons_note(list(found.values()))
+    assert note.startswith(f"{len(found)} comparisons × 4 metrics") and "primary" in note
 
 
 def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
@@ -219,6 +298,8 @@ def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
     longer = QUICK.with_(finetune=dataclasses.replace(QUICK.finetune, epochs=7))
     with pytest.raises(ConfigError, match="quick profile's: finetune.epochs 2 in the file, 7 here"):
         load_results(path, longer)
+    shown, _ = load_results(path, longer, strict=False)  # read anyway, saying what differs
+    assert shown["differs"] == ["finetune.epochs 2 in the file, 7 here"]
     older = json.loads(path.read_text())
     del older["finetune"]["log_every"], older["rooms"]  # a file from before those settings existed
     path.write_text(json.dumps(older))

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 
 from depthlib.atomic import atomic_write_text, to_json
-from depthlib.course.study import MATCHED, step_seconds
+from depthlib.course.study import FROZEN, matched_name, step_seconds
 from depthlib.data.rooms import GENERATOR_VERSION
 from depthlib.depth.metrics import MeanDepthBaseline
 from depthlib.errors import ConfigError, DataError
 
 __all__ = [
     "METRICS",
+    "PRIMARY",
     "bootstrap_ci",
+    "comparisons_note",
     "budget_curves",
     "format_study_table",
     "load_results",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 METRICS = ("delta1", "abs_rel", "rmse", "dbe_comp")
+PRIMARY = "delta1"  # declared before any run: the one metric a verdict rests on
 HIGHER_IS_BETTER = {"delta1": True, "abs_rel": False, "rmse": False, "dbe_comp": False}
 TITLES = {"delta1": "δ1 ↑", "abs_rel": "AbsRel ↓", "rmse": "RMSE (m) ↓", "dbe_comp": "DBE comp ↓"}
 
@@ -63,20 +66,41 @@ def bootstrap_ci(
 
 
 def paired_interval(
-    values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
-) -> dict:
+    values: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0,
+    clusters: Sequence | None = None,
+) -> dict:  # fmt: skip
     """Mean of paired differences with its bootstrap and t intervals, and the wider of the two
-    (``ci``), which is what verdicts read."""
+    (``ci``), which is what verdicts read.
+
+    ``clusters``: for each difference, what it shares with others (the pretraining run its
+    fine-tune started from). Fine-tunes of one pretraining run are not independent draws, so the
+    bootstrap then resamples whole clusters and the t interval reads the cluster means (one
+    degree of freedom less than clusters): shared pretraining runs widen the interval, as they
+    should."""
     from scipy import stats
 
-    x = np.asarray([v for v in values if math.isfinite(v)], np.float64)
-    mean, b_low, b_high = bootstrap_ci(x, confidence, n_boot, seed)
+    keep = [i for i, v in enumerate(values) if math.isfinite(v)]
+    x = np.asarray([values[i] for i in keep], np.float64)
     if x.size < 2:
         raise DataError("a paired interval needs at least two finite differences.")
-    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-    t_ci = (mean - float(half), mean + float(half))
+    labels = [clusters[i] for i in keep] if clusters is not None else list(range(x.size))
+    groups = [x[[j for j, c in enumerate(labels) if c == key]] for key in dict.fromkeys(labels)]
+    if len(groups) < 2:
+        raise DataError("a clustered interval needs at least two clusters (pretraining runs).")
+    mean = float(x.mean())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), (int(n_boot), len(groups)))
+    sums, sizes = np.array([g.sum() for g in groups]), np.array([g.size for g in groups])
+    means = sums[picks].sum(1) / sizes[picks].sum(1)
+    alpha = (1 - confidence) / 2
+    b_low, b_high = (float(q) for q in np.quantile(means, [alpha, 1 - alpha]))
+    centres = np.array([g.mean() for g in groups])
+    half = stats.t.ppf(0.5 + confidence / 2, centres.size - 1) * centres.std(ddof=1)
+    half = float(half) / math.sqrt(centres.size)
+    t_ci = (mean - half, mean + half)
     ci = (min(b_low, t_ci[0]), max(b_high, t_ci[1]))
-    return {"gain": mean, "ci": ci, "ci_bootstrap": (b_low, b_high), "ci_t": t_ci}
+    return {"gain": mean, "ci": ci, "ci_bootstrap": (b_low, b_high), "ci_t": t_ci,
+            "clusters": len(groups)}  # fmt: skip
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -157,46 +181,65 @@ def paired_verdict(
     for name in metrics:
         sign = 1.0 if HIGHER_IS_BETTER[name] else -1.0
         gains = [sign * (mine[s].metrics[name] - theirs[s].metrics[name]) for s in seeds]
+        shared = [
+            (getattr(mine[s], "pretrain_seed", None), getattr(theirs[s], "pretrain_seed", None))
+            for s in seeds
+        ]
+        shared = [c for c, g in zip(shared, gains, strict=True) if math.isfinite(g)]
         gains = [g for g in gains if math.isfinite(g)]
-        if len(gains) < 2:
+        clusters = shared if any(a is not None or b is not None for a, b in shared) else None
+        if len(gains) < 2 or clusters is not None and len(set(clusters)) < 2:
             out["metrics"][name] = {"n": len(gains), "verdict": "too few paired seeds"}
-            parts.append(f"{name}: too few paired seeds ({len(gains)})")
+            parts.append(f"{name}: too few paired seeds ({len(gains)}) or pretraining runs")
             continue
-        interval = paired_interval(gains)
+        interval = paired_interval(gains, clusters=clusters)
         low, high = interval["ci"]
         word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
         out["metrics"][name] = {"n": len(gains), **interval, "verdict": word}
+        out["clusters"] = interval["clusters"] if clusters is not None else None
         gain = interval["gain"]
         parts.append(f"{name} {word} (gain {gain:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}])")
+    runs_note = f" over {out['clusters']} pretraining runs" if out.get("clusters") else ""
     out["summary"] = (
-        f"{arm} vs {versus} at {100 * label_fraction:g}% labels, {len(seeds)} paired seeds: "
-        + "; ".join(parts)
+        f"{arm} vs {versus} at {100 * label_fraction:g}% labels, {len(seeds)} paired seeds"
+        f"{runs_note}: " + "; ".join(parts)
     )
     return out
 
 
 def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) -> list[dict]:
     """Every comparison the study was designed for, each a :func:`paired_verdict` with its
-    ``question``: arms vs scratch, SparK vs zero-out, SparK and ImageNet vs compute-matched
+    ``question``: arms (and extra runs: budgets, probes) vs scratch (a frozen probe vs frozen
+    scratch), SparK vs zero-out, SparK at each matched budget and ImageNet vs compute-matched
     scratch, the sweep's arms vs scratch per budget. ``design``: a StudyConfig or its dict;
     ``compute_match``: ``compute_match.json``'s content."""
     d = design if isinstance(design, dict) else dataclasses.asdict(design)
     epochs, arms, out = d["epochs"], d["arms"], []
-    for fraction in d["label_fractions"]:
-        for arm in [a for a in arms if a != "scratch"]:
-            v = paired_verdict(runs, arm, label_fraction=fraction, epochs=epochs)
-            out.append(v | {"question": f"{arm} vs scratch, {epochs} epochs"})
-        if {"spark", "zero-out"} <= set(arms):
+    present = {(r.arm, r.label_fraction) for r in runs}
+    pairs = [(f, [(a, f) for a in arms]) for f in d["label_fractions"]]
+    pairs += [(None, [tuple(run) for run in d.get("extra_runs", ())])]
+    for fraction, group in pairs:
+        for arm, at in group:
+            versus = f"scratch{FROZEN}" if arm.endswith(FROZEN) else "scratch"
+            if arm != versus and (versus, at) in present:
+                v = paired_verdict(runs, arm, versus, label_fraction=at, epochs=epochs)
+                out.append(v | {"question": f"{arm} vs {versus}, {epochs} epochs"})
+        if fraction is not None and {"spark", "zero-out"} <= set(arms):
             v = paired_verdict(runs, "spark", "zero-out", label_fraction=fraction, epochs=epochs)
             out.append(v | {"question": "sparse vs zero-out masked pretraining"})
     for key, match in (compute_match or {}).items():
         fraction = next(
             (f for f in d["compute_matched"] if key.startswith(f"labels{100 * f:g}-")), None
         )
-        for arm in [a for a in ("spark", "imagenet") if a in arms and fraction is not None]:
-            v = paired_verdict(runs, arm, MATCHED, label_fraction=fraction, epochs=epochs,
+        budget = match.get("budget", 1.0)
+        spark = "spark" if budget == 1 else f"spark×{budget:g}"
+        for arm in [spark] + (["imagenet"] if budget == 1 else []):
+            if fraction is None or (arm, fraction) not in present:
+                continue
+            versus = matched_name(budget)
+            v = paired_verdict(runs, arm, versus, label_fraction=fraction, epochs=epochs,
                                versus_epochs=match["epochs"])  # fmt: skip
-            v["summary"] = v["summary"].replace(MATCHED, f"{MATCHED}, {match['epochs']} epochs")
+            v["summary"] = v["summary"].replace(versus, f"{versus}, {match['epochs']} epochs")
             out.append(v | {"question": f"{arm} vs compute-matched scratch"})
     for budget in d["sweep_epochs"]:
         for arm in [a for a in d["sweep_arms"] if a != "scratch"]:
@@ -204,6 +247,18 @@ def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) ->
             v["summary"] = f"at {budget} epochs: " + v["summary"]
             out.append(v | {"question": f"{arm} vs scratch, {budget} epochs"})
     return out
+
+
+def comparisons_note(verdicts: Sequence[dict], metrics: Sequence[str] = METRICS) -> str:
+    """How many intervals a set of verdicts holds, and how to read them: δ1 decides, the rest
+    describe; at 95 % each, about one null comparison in twenty excludes 0 by chance."""
+    n = len(verdicts)
+    return (
+        f"{n} comparisons × {len(metrics)} metrics = {n * len(metrics)} intervals. "
+        f"{TITLES[PRIMARY].split()[0]} is the primary metric, declared before the runs; the other "
+        f"metrics are descriptive. Each interval is 95 %, so among {n} comparisons with no real "
+        f"difference about {n / 20:.1f} would still exclude 0 by chance."
+    )
 
 
 # ---------------------------------------------------------------- the results file
@@ -283,10 +338,13 @@ class _StoredRun:
         return {"rows": {MeanDepthBaseline.name: self.baseline}}
 
 
-def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dict, list]:
+def load_results(
+    path: str | os.PathLike, profile=None, study=None, *, strict: bool = True
+) -> tuple[dict, list]:
     """``(record, runs)`` from a results file. With ``profile`` given, a file made under other
     fine-tune, pretraining or rooms settings is refused (its numbers would not be this profile's);
-    with ``study`` too, also one made under another study design."""
+    with ``study`` too, also one made under another study design. ``strict=False`` reads it
+    anyway and lists those settings in ``record["differs"]``, for a reader who says so."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"No study results at {path}; run benchmarks/bench_transfer.py first.")
@@ -300,7 +358,8 @@ def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dic
             for key, value in (record.get(section) or {}).items()
             if key in now and value != now[key]
         ]
-        if changed:
+        record["differs"] = changed
+        if changed and strict:
             raise ConfigError(
                 f"{path.name} was made under other settings than the {profile.name} profile's: "
                 f"{'; '.join(changed[:4])}; run benchmarks/bench_transfer.py again to measure them."
@@ -312,17 +371,27 @@ def load_results(path: str | os.PathLike, profile=None, study=None) -> tuple[dic
 
 def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: float) -> dict:
     """Per arm at ``label_fraction``: ``[(epochs, mean, std, compute_s), ...]`` by budget, where
-    compute_s is the mean step time of fine-tuning plus the arm's pretraining: "does the gain
-    survive longer training, and at equal compute?". Compute-matched runs count as scratch."""
-    pretrain = {name: c["step_s"] for name, c in (record.get("pretraining") or {}).items()}
+    compute_s is the arm's training-step cost: ``epochs`` × the median seconds per fine-tune
+    epoch over all its runs at this fraction, plus the median of its pretraining runs' step
+    time. Medians, so one run slowed by another job on the machine moves no point: "does the
+    gain survive longer training, and at equal compute?". Compute-matched runs count as scratch."""
+    pretrain: dict[str, list[float]] = {}
+    for name, c in (record.get("pretraining") or {}).items():
+        pretrain.setdefault(name.rsplit("-seed", 1)[0], []).append(c["step_s"])
     groups: dict[tuple, list] = {}
     for r in runs:
         arm = "scratch" if r.arm.startswith("scratch") else r.arm  # compute-matched is scratch too
         if r.label_fraction == label_fraction and arm in record["study"]["sweep_arms"]:
             groups.setdefault((arm, r.epochs), []).append(r)
+    per_epoch = {
+        arm: statistics.median(
+            m.step_s / m.epochs for (a, _), ms in groups.items() if a == arm for m in ms
+        )  # fmt: skip
+        for arm in {a for a, _ in groups}
+    }
     curves: dict[str, list] = {}
     for (arm, epochs), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
         mean, std = _mean_std([m.metrics[metric] for m in members])
-        spent = [m.step_s + pretrain.get(f"{arm}-seed{m.pretrain_seed}", 0.0) for m in members]
-        curves.setdefault(arm, []).append((epochs, mean, std, statistics.fmean(spent)))
+        spent = epochs * per_epoch[arm] + statistics.median(pretrain.get(arm, [0.0]))
+        curves.setdefault(arm, []).append((epochs, mean, std, spent))
     return curves

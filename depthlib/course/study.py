@@ -11,7 +11,11 @@ only in where the encoder starts:
 - ``zero-out``: the same masked pretraining with a dense encoder on zero-filled patches (same
   masks, densifier, decoder, loss and budget): notebook 02's lesson, tested downstream;
 - ``scratch (compute-matched)``: scratch fine-tuned for as many extra epochs as SparK's
-  pretraining cost in training-step time, measured.
+  pretraining cost in training-step time, measured (median step times over runs).
+
+An arm's name can say more: ``spark×4`` pretrains for 4 times the profile's epochs (the
+pretraining-budget sweep), and ``... (frozen)`` trains only the decoder on the encoder as it
+starts (the probe of what a representation holds, free of the fine-tuning confound).
 
 Runs are paired: fine-tune seed ``k`` fixes the decoder start, label subset and batch order in
 every arm, and uses pretraining seed ``pretrain_seeds[k % n]``. Runs live in a folder named after
@@ -29,6 +33,7 @@ import functools
 import hashlib
 import json
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +44,9 @@ from depthlib.profiles import DATASET_ENV, Profile, StudyConfig, get_profile, ru
 
 __all__ = [
     "ARMS",
+    "FROZEN",
     "MATCHED",
+    "arm_spec",
     "StudyRun",
     "compute_matched_epochs",
     "curve_groups",
@@ -60,6 +67,32 @@ ARMS: dict[str, dict] = {
     "zero-out": {"pretrain": {"masking": "zero-out", "encoder_weights": "random"}},
 }
 MATCHED = "scratch (compute-matched)"
+FROZEN = " (frozen)"
+
+
+def arm_spec(arm: str) -> tuple[str, float, bool]:
+    """An arm's name read: ``"spark×4 (frozen)"`` → ``("spark", 4.0, True)``: the initialisation,
+    its pretraining budget (times the profile's pretraining epochs) and whether the encoder
+    stays frozen while the decoder trains."""
+    frozen = arm.endswith(FROZEN)
+    name = arm[: -len(FROZEN)] if frozen else arm
+    base, times, budget = name.partition("×")
+    try:
+        budget_value = float(budget) if times else 1.0
+    except ValueError:
+        budget_value = -1.0
+    if base not in ARMS or budget_value <= 0 or (times and "pretrain" not in ARMS[base]):
+        pretrained = [a for a in ARMS if "pretrain" in ARMS[a]]
+        raise ConfigError(
+            f"Unknown study arm {arm!r}: use one of {list(ARMS)}, a pretrained one with a budget "
+            f"(e.g. '{pretrained[0]}×4' for {pretrained}), optionally followed by '{FROZEN}'."
+        )
+    return base, budget_value, frozen
+
+
+def matched_name(budget: float) -> str:
+    """The compute-matched scratch arm for SparK at ``budget``."""
+    return MATCHED if budget == 1 else f"scratch (compute-matched to spark×{budget:g})"
 
 
 @dataclass(frozen=True)
@@ -157,15 +190,17 @@ def pretrained_encoder(
 
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     _check_same_encoder(prof)
-    if "pretrain" not in ARMS.get(arm, {}):
+    base, budget, _ = arm_spec(arm)
+    if "pretrain" not in ARMS[base]:
         pretrained = [name for name, a in ARMS.items() if "pretrain" in a]
         raise ConfigError(f"{arm!r} is not a pretrained arm; choose one of {pretrained}.")
     data_path = course_data(prof, data, progress=progress)
-    run_dir = study_dir(prof, data_path) / "pretrain" / f"{arm}-seed{seed}"
+    run_dir = study_dir(prof, data_path) / "pretrain" / pretrain_name(base, budget, seed)
     if (run_dir / ENCODER_FILENAME).is_file():
         return run_dir / ENCODER_FILENAME
     source = "rooms" if is_rooms_file(data_path) else data_path
-    changes = ARMS[arm]["pretrain"] | {"seed": seed}
+    epochs = max(1, round(prof.pretrain.epochs * budget))
+    changes = ARMS[base]["pretrain"] | {"seed": seed, "epochs": epochs}
     result = pretrain(source, prof, out=run_dir, resume=True, progress=progress, **changes)
     if result.encoder_path is None:
         raise DataError(
@@ -173,6 +208,11 @@ def pretrained_encoder(
             "again to resume it."
         )
     return result.encoder_path
+
+
+def pretrain_name(base: str, budget: float, seed: int) -> str:
+    """A pretraining run's folder: ``spark-seed0`` at the profile's budget, ``spark-x4-seed0``."""
+    return f"{base}-seed{seed}" if budget == 1 else f"{base}-x{budget:g}-seed{seed}"
 
 
 def step_seconds(run_dir: Path) -> float:
@@ -190,26 +230,34 @@ def compute_matched_epochs(epochs: int, pretrain_s: float, finetune_epoch_s: flo
     return int(epochs + round(pretrain_s / finetune_epoch_s))
 
 
-def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: int) -> int:
-    """Measured once per study and label fraction, then kept in ``compute_match.json`` (a new
-    timing would move the matched runs to another epoch count)."""
+def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: int,
+                    budget: float = 1.0) -> int:  # fmt: skip
+    """Measured once per study, label fraction and SparK budget, from the median step times of
+    scratch's runs and of SparK's pretraining runs at that budget, then kept in
+    ``compute_match.json`` (a new timing would move the matched runs to another epoch count)."""
     path = root / "compute_match.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
-    key = f"labels{100 * fraction:g}-epochs{epochs}"
+    key = f"labels{100 * fraction:g}-epochs{epochs}" + ("" if budget == 1 else f"-spark×{budget:g}")
     if key not in known:
         scratch = [
             r for r in runs if (r.arm, r.label_fraction, r.epochs) == ("scratch", fraction, epochs)
         ]
-        spark = sorted({r.pretrain_seed for r in runs if r.arm == "spark"})
+        spark = sorted({r.pretrain_seed for r in runs if arm_spec(r.arm)[:2] == ("spark", budget)})
         if not scratch or not spark:
-            raise ConfigError("compute matching needs the scratch and spark arms in the study.")
-        per_epoch = sum(step_seconds(r.run_dir) for r in scratch) / (len(scratch) * epochs)
-        pre = [step_seconds(root / "pretrain" / f"spark-seed{p}") for p in spark]
-        pretrain_s = sum(pre) / len(pre)
+            raise ConfigError(
+                f"compute matching needs scratch and spark×{budget:g} runs at "
+                f"{100 * fraction:g}% labels in the study."
+            )
+        # medians over runs: one run slowed by another job on the machine moves nothing
+        per_epoch = statistics.median(step_seconds(r.run_dir) / epochs for r in scratch)
+        pretrain_s = statistics.median(
+            step_seconds(root / "pretrain" / pretrain_name("spark", budget, p)) for p in spark
+        )
         known[key] = {
             "pretrain_step_s": round(pretrain_s, 1),
             "finetune_epoch_step_s": round(per_epoch, 2),
             "epochs": compute_matched_epochs(epochs, pretrain_s, per_epoch),
+            "budget": budget,
         }
         atomic_write_text(path, to_json(known))
     return int(known[key]["epochs"])
@@ -222,21 +270,21 @@ def run_study(
     *,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    after_each: Callable[[list[StudyRun]], None] | None = None,
 ) -> list[StudyRun]:
     """Run (or reuse) every fine-tune of ``study`` (default: ``profile.study``, the lean version
-    ``reproduce`` runs): the main table (arms x label fractions x seeds at ``epochs``), the
-    budget sweep (``sweep_arms`` x ``sweep_epochs`` x ``sweep_seeds`` at ``sweep_fraction``) and,
-    if asked, compute-matched scratch runs. Returns them, main table first."""
+    ``reproduce`` runs): the main table (arms x label fractions x seeds at ``epochs``), the extra
+    runs (budgets, probes), the fine-tune budget sweep (``sweep_arms`` x ``sweep_epochs`` x
+    ``sweep_seeds`` at ``sweep_fraction``) and, if asked, compute-matched scratch runs. Returns
+    them, main table first; ``after_each(runs so far)`` is called after every run."""
     from depthlib.jobs.finetune import finetune
 
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
     st = study or prof.study
-    unknown = [a for a in (*st.arms, *st.sweep_arms) if a not in ARMS]
-    if unknown or not st.arms or not st.seeds or not st.label_fractions:
-        raise ConfigError(
-            f"A study needs arms from {list(ARMS)}, seeds and label fractions; got {st}."
-        )
-    if any("pretrain" in ARMS[a] for a in (*st.arms, *st.sweep_arms)):
+    if not st.arms or not st.seeds or not st.label_fractions:
+        raise ConfigError(f"A study needs arms, seeds and label fractions; got {st}.")
+    specs = {a: arm_spec(a) for a in (*st.arms, *st.sweep_arms, *(a for a, _ in st.extra_runs))}
+    if any("pretrain" in ARMS[base] for base, _, _ in specs.values()):
         _check_same_encoder(prof)
     if any(f not in st.label_fractions for f in st.compute_matched):
         raise ConfigError(f"compute_matched {st.compute_matched} must be among label_fractions.")
@@ -244,30 +292,41 @@ def run_study(
     root = study_dir(prof, data_path)
 
     def run(arm: str, fraction: float, epochs: int, seed: int) -> StudyRun:
-        pretrained = "pretrain" in ARMS[arm]
-        name = f"{arm}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}"
+        base, _, frozen = arm_spec(arm)
+        pretrained = "pretrain" in ARMS[base]
+        name = f"{arm}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}".replace(" ", "_")
         p_seed = st.pretrain_seeds[seed % len(st.pretrain_seeds)] if pretrained else None
         result = StudyRun(arm, float(fraction), int(epochs), int(seed), p_seed, root / name)
         if result.done:
             return result
-        weights = ARMS[arm].get("weights")
+        weights = ARMS[base].get("weights")
         if weights is None:
             weights = str(pretrained_encoder(prof, data_path, arm, p_seed, progress=progress))
         echo(f"fine-tune {result.label}, {epochs} epochs, seed {seed} -> {name}")
         job = finetune(data_path, prof, out=result.run_dir, resume=True, encoder_weights=weights,
-                       label_fraction=fraction, seed=seed, epochs=epochs, progress=progress)  # fmt: skip
+                       label_fraction=fraction, seed=seed, epochs=epochs, progress=progress,
+                       freeze_encoder=frozen or None)  # fmt: skip
         if job.interrupted:  # a stop signal ends the study too, not just this run
             raise KeyboardInterrupt(f"study stopped during {name}; run it again to continue")
         return result
 
     plan = [(a, f, st.epochs, s) for f in st.label_fractions for a in st.arms for s in st.seeds]
+    plan += [(a, f, st.epochs, s) for a, f in st.extra_runs for s in st.seeds]
     plan += [(a, st.sweep_fraction, e, s) for e in st.sweep_epochs for a in st.sweep_arms
              for s in st.sweep_seeds]  # fmt: skip
-    runs = [run(*p) for p in dict.fromkeys(plan)]
+    runs: list[StudyRun] = []
+    for step in dict.fromkeys(plan):
+        runs.append(run(*step))
+        if after_each is not None:
+            after_each(runs)  # e.g. write the partial results file: a long study survives a stop
     for fraction in st.compute_matched:
-        matched = _matched_epochs(root, runs, fraction, st.epochs)
-        for seed in st.seeds if st.matched_seeds is None else st.matched_seeds:
-            runs.append(dataclasses.replace(run("scratch", fraction, matched, seed), arm=MATCHED))
+        for budget in st.matched_budgets:
+            matched = _matched_epochs(root, runs, fraction, st.epochs, budget)
+            for seed in st.seeds if st.matched_seeds is None else st.matched_seeds:
+                done = run("scratch", fraction, matched, seed)
+                runs.append(dataclasses.replace(done, arm=matched_name(budget)))
+                if after_each is not None:
+                    after_each(runs)
     return runs
 
 

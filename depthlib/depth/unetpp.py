@@ -105,6 +105,21 @@ class DepthUNetPlusPlus(nn.Module):
         require_known_keys(config, CONFIG_KEYS, "UNet++ config")
         return cls(**dict(config))
 
+    frozen_encoder = False
+
+    def freeze_encoder(self) -> DepthUNetPlusPlus:
+        """Train the decoder and head only: the encoder keeps its weights and BatchNorm statistics
+        as loaded. The standard probe of what a pretrained encoder holds, free of fine-tuning."""
+        self.frozen_encoder = True
+        self.encoder.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> DepthUNetPlusPlus:
+        super().train(mode)
+        if self.frozen_encoder:
+            self.encoder.eval()  # BatchNorm statistics stay the encoder's own
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Depth in metres for normalised input whose sides are multiples of ``self.stride``."""
         h, w = x.shape[-2:]

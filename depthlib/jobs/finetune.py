@@ -238,6 +238,8 @@ def finetune(
 
     seed_everything(cfg.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg)
+    if cfg.freeze_encoder:
+        model.freeze_encoder()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     example = torch.zeros(1, 3, cfg.height, cfg.width)

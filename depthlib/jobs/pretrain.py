@@ -224,7 +224,9 @@ class PretrainResult:
 def build_spark(cfg: PretrainConfig) -> SparK:
     """The profile's SparK model; its encoder starts as ``cfg.encoder_weights`` says (random,
     ImageNet: continued pretraining on the target domain, or another run's file)."""
-    model = SparK(cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio, cfg.masking)
+    model = SparK(
+        cfg.encoder, cfg.encoder_depth, cfg.decoder_width, cfg.mask_ratio, cfg.masking, cfg.gather
+    )
     source = weights_source(cfg.encoder, cfg.encoder_weights)
     if source == "imagenet":
         raise ConfigError(
@@ -252,8 +254,9 @@ def _check_size(cfg: PretrainConfig) -> None:
         )
 
 
-def _held_out_split(pool: ImagePool, data, cfg: PretrainConfig, prof: Profile, cache: bool,
-                    progress: bool) -> tuple[ImagePool, torch.Tensor | None]:
+def _held_out_split(
+    pool: ImagePool, data, cfg: PretrainConfig, prof: Profile, cache: bool, progress: bool
+) -> tuple[ImagePool, torch.Tensor | None]:
     """(training pool, held-out uint8 images or None). Rooms: ``cfg.held_out`` rooms of a seed of
     their own, so no room is in both. A file or folder: its last ``cfg.held_out`` images (at most
     a tenth of them), which training then leaves out."""
@@ -271,7 +274,9 @@ def _held_out_split(pool: ImagePool, data, cfg: PretrainConfig, prof: Profile, c
             print(f"No held-out images: {len(pool)} images are too few to give a tenth up.")
         return pool, None
     if progress:
-        print(f"Holding out the last {k} of {len(pool)} images of {pool.source} (never trained on).")
+        print(
+            f"Holding out the last {k} of {len(pool)} images of {pool.source} (never trained on)."
+        )
     if pool.images is not None:
         return dataclasses.replace(pool, images=pool.images[:-k]), pool.images[-k:]
     held = ImagePool(None, pool.source, k, files=pool.files[-k:], size=pool.size)

@@ -35,7 +35,7 @@ __all__ = [
     "unpatchify",
 ]
 
-CONFIG_KEYS = ("encoder", "encoder_depth", "decoder_width", "mask_ratio", "masking")
+CONFIG_KEYS = ("encoder", "encoder_depth", "decoder_width", "mask_ratio", "masking", "gather")
 MASKINGS = ("sparse", "zero-out")
 
 
@@ -129,7 +129,8 @@ class SparK(nn.Module):
     the light decoder's first width (SparK: 768, halved per scale). ``masking``: "sparse" (SparK)
     or "zero-out", the control that tests notebook 02's lesson downstream: the same masks,
     densifier, decoder and loss, but a dense encoder and densify norms that take the zeroed
-    pixels for data."""
+    pixels for data. ``gather``: convolution kinds the sparse encoder computes on visible
+    positions only (``("1x1",)``; :class:`~depthlib.spark.sparse.SparseContext`): same numbers."""
 
     def __init__(
         self,
@@ -138,25 +139,29 @@ class SparK(nn.Module):
         decoder_width: int = 128,
         mask_ratio: float = 0.6,
         masking: str = "sparse",
+        gather: tuple[str, ...] = (),
     ):
         super().__init__()
         if not 0.0 < float(mask_ratio) < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {mask_ratio!r}; SparK uses 0.6.")
         if masking not in MASKINGS:
             raise ConfigError(f"masking must be one of {MASKINGS}, got {masking!r}.")
+        if gather and masking != "sparse":
+            raise ConfigError("gather applies to the sparse encoder; zero-out runs it dense.")
         self.config = {
             "encoder": encoder,
             "encoder_depth": encoder_depth,
             "decoder_width": decoder_width,
             "mask_ratio": float(mask_ratio),
             "masking": masking,
+            "gather": list(gather),
         }
         self.patch = 2**encoder_depth
         self.mask_ratio = float(mask_ratio)
         dense = build_encoder(encoder, encoder_depth)  # checks the name and depth first
         channels = list(dense.out_channels)
         if masking == "sparse":
-            self.encoder, self.sparse_ctx = to_sparse(dense, inplace=True)
+            self.encoder, self.sparse_ctx = to_sparse(dense, inplace=True, gather=gather)
         else:  # the context only brings the mask to each feature's size (mask tokens, input)
             self.encoder, self.sparse_ctx = dense, SparseContext()
         # smp features: [input, stride 2, stride 4, ..., stride 2**depth]; deepest first, down to 4.

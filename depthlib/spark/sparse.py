@@ -32,6 +32,7 @@ __all__ = [
     "SparseLayerNorm",
     "SparseLinear",
     "SparseMaxPool2d",
+    "conv_kind",
     "to_dense",
     "to_sparse",
     "upsample_mask",
@@ -50,10 +51,32 @@ def upsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return mask.repeat_interleave(out_h // h, dim=2).repeat_interleave(out_w // w, dim=3)
 
 
+GATHER_KINDS = ("1x1",)  # convolutions that can run on the visible positions only
+
+
+def conv_kind(conv: nn.Conv2d) -> str:
+    """ "1x1" (pointwise, stride 1), "depthwise" (groups = channels) or "full"."""
+    if conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1:
+        return "1x1"
+    return "depthwise" if conv.groups > 1 and conv.groups == conv.in_channels else "full"
+
+
 class SparseContext:
-    """The patch mask of one sparse model while it runs; the caller (SparK) checked it once."""
+    """The patch mask of one sparse model while it runs; the caller (SparK) checked it once.
+    ``gather``: the convolution kinds (see :func:`conv_kind`) that compute on the visible
+    positions only (gather, compute, scatter) instead of densely then × mask; the same numbers,
+    faster where the visible share is small and the layer is compute-bound (a CPU's 1×1s)."""
 
     mask: torch.Tensor | None = None
+
+    def __init__(self, gather: Iterable[str] = ()):
+        self.gather = frozenset(gather)
+        unknown = self.gather - set(GATHER_KINDS)
+        if unknown:
+            raise ConfigError(
+                f"gather computes only {GATHER_KINDS} convolutions on visible positions, got "
+                f"{sorted(unknown)}; the others run masked dense (faster for them on a CPU)."
+            )
 
     @contextmanager
     def active(self, mask: torch.Tensor) -> Iterator[SparseContext]:
@@ -100,9 +123,17 @@ class _MaskedOutput(_SparseModule):
 
 
 class SparseConv2d(_MaskedOutput, nn.Conv2d):
-    """Conv2d whose output exists only at visible positions."""
+    """Conv2d whose output exists only at visible positions: masked dense, or for a 1×1 whose
+    kind the context gathers, a matrix product on the visible positions' vectors only."""
 
     dense_type = nn.Conv2d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = self.sparse_ctx
+        if ctx is None or not ctx.gather or conv_kind(self) not in ctx.gather:
+            return super().forward(x)
+        mask = self._mask(x)
+        return _scatter(F.linear(_gather(x, mask), self.weight[:, :, 0, 0], self.bias), mask)
 
 
 class SparseMaxPool2d(_MaskedOutput, nn.MaxPool2d):
@@ -255,14 +286,16 @@ def _problem(name: str, module: nn.Module, harmless: set[type]) -> str | None:
 
 
 def to_sparse(
-    module: nn.Module, *, inplace: bool = False, allow: Iterable[type] = ()
-) -> tuple[nn.Module, SparseContext]:
+    module: nn.Module, *, inplace: bool = False, allow: Iterable[type] = (),
+    gather: Iterable[str] = (),
+) -> tuple[nn.Module, SparseContext]:  # fmt: skip
     """Rewrite a CNN into its sparse twin, ``(sparse_module, ctx)``: Conv2d, pooling, BatchNorm2d
     (and timm's BatchNormAct2d), LayerNorm (and timm's) and Linear become Sparse* subclasses
     sharing their tensors and state_dict keys (``inplace=False`` deep-copies first). Leaves that
     are not known position-wise, zero-preserving ops (extend with ``allow``), channel attention
     and norms without a sparse twin are refused, listed: they would mix masked positions into
-    visible ones. Run the result on ``x * mask`` inside ``with ctx.active(mask):``."""
+    visible ones. Run the result on ``x * mask`` inside ``with ctx.active(mask):``. ``gather``:
+    the convolution kinds that compute on visible positions only (:class:`SparseContext`)."""
     already = [n or "<root>" for n, m in module.named_modules() if isinstance(m, _SparseModule)]
     if already:
         raise ConfigError(
@@ -279,9 +312,9 @@ def to_sparse(
             + "\nUse the encoder without its head (features_only=True / an smp encoder), "
             "or pass allow=(Type, ...) for types that act per position and map 0 to 0."
         )
+    ctx = SparseContext(gather)
     if not inplace:
         module = copy.deepcopy(module)
-    ctx = SparseContext()
     for sub in module.modules():
         if type(sub) in _RULES:
             sparse_cls, data_format = _RULES[type(sub)]
