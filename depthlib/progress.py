@@ -39,11 +39,7 @@ class LineBar:
 
     def __init__(self, iterable=None, total=None, desc="", unit="it", initial=0, **_ignored):
         self.iterable, self.desc, self.unit = iterable, desc or "", unit
-        self.total = (
-            total
-            if total is not None
-            else (len(iterable) if hasattr(iterable, "__len__") else None)
-        )
+        self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
         self.n = self.start_n = int(initial)
         self.postfix, self.t0 = "", time.monotonic()
         self.next_tenth = self._tenth() + 1

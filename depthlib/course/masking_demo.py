@@ -43,10 +43,7 @@ def center_crop_to_aspect(rgb: np.ndarray, height: int, width: int) -> np.ndarra
 
 
 def room_images(
-    path: str | os.PathLike,
-    indices: Sequence[int],
-    height: int = 224,
-    width: int = 320,
+    path: str | os.PathLike, indices: Sequence[int], height: int = 224, width: int = 320
 ) -> torch.Tensor:
     """File images ``indices`` of a labeled-layout file (rooms or NYU) as float (B, 3, H, W) in
     [0, 1], centre-cropped to the aspect ratio and resized to ``height``×``width``."""

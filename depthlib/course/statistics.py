@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from depthlib.atomic import atomic_write_text, to_json
-from depthlib.course.study import FROZEN, matched_name, step_seconds
+from depthlib.course.study import FROZEN, MATCHED, matched_name, step_seconds
 from depthlib.data.rooms import GENERATOR_VERSION
 from depthlib.depth.metrics import MeanDepthBaseline
 from depthlib.errors import ConfigError, DataError
@@ -380,7 +380,7 @@ def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: flo
         pretrain.setdefault(name.rsplit("-seed", 1)[0], []).append(c["step_s"])
     groups: dict[tuple, list] = {}
     for r in runs:
-        arm = "scratch" if r.arm.startswith("scratch") else r.arm  # compute-matched is scratch too
+        arm = "scratch" if r.arm.startswith(MATCHED[:-1]) else r.arm  # matched is scratch too
         if r.label_fraction == label_fraction and arm in record["study"]["sweep_arms"]:
             groups.setdefault((arm, r.epochs), []).append(r)
     per_epoch = {

@@ -242,7 +242,8 @@ def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: i
         scratch = [
             r for r in runs if (r.arm, r.label_fraction, r.epochs) == ("scratch", fraction, epochs)
         ]
-        spark = sorted({r.pretrain_seed for r in runs if arm_spec(r.arm)[:2] == ("spark", budget)})
+        spark = sorted({r.pretrain_seed for r in runs if r.pretrain_seed is not None
+                        and arm_spec(r.arm)[:2] == ("spark", budget)})  # fmt: skip
         if not scratch or not spark:
             raise ConfigError(
                 f"compute matching needs scratch and spark×{budget:g} runs at "

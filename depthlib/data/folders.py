@@ -117,12 +117,6 @@ class _PairList:
         depth = read_depth_png(self.depth_paths[i], self.depth_scale)
         return make_sample(rgb, depth, i, self.names[i])
 
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({str(self.list_path)!r}: {len(self)} pairs, depth "
-            f"{self.depth_scale})"
-        )
-
 
 def _check_list_file(path: Path, kind: str) -> Path:
     if not path.is_file():

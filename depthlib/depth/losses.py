@@ -127,9 +127,3 @@ class DepthLoss:
 
     def __call__(self, pred, gt, valid=None) -> torch.Tensor:
         return self.components(pred, gt, valid)["total"]
-
-    def __repr__(self) -> str:
-        return (
-            f"DepthLoss(silog_lambda={self.silog_lambda}, silog_scale={self.silog_scale}, "
-            f"l1_weight={self.l1_weight}, grad_weight={self.grad_weight})"
-        )

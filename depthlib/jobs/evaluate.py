@@ -2,16 +2,9 @@
 
 A results table without a baseline cannot tell a model that learned depth from one that learned
 the average room, so every evaluation also scores the training split's per-pixel mean depth map
-and its median depth (both fitted on the TRAIN split of the same data, in the same call).
-
-The protocol (see :mod:`depthlib.depth.metrics`): the network sees the image at its input size (the
-training resolution for a checkpoint), the prediction is resized to the ground truth's size and
-clipped to (1e-3, 10) m, and metrics are averaged per image. The Eigen crop is on for real NYU
-480x640 data and off for the rooms set, unless asked. The ground truth is a labelled file's
-``rawDepths`` (holes invalid, as BTS and AdaBins) or hole-filled ``depths`` (as DenseDepth; DBE's
-edges are always found there), or a folder export's one depth.
-
-    evaluate(checkpoint_or_model, data, split="test") -> {"rows": {...}, "table": str, ...}
+and its median depth (both fitted on the TRAIN split of the same data, in the same call). The
+protocol itself is :mod:`depthlib.depth.metrics`'s; :func:`evaluate` picks its defaults (input
+size, Eigen crop, ground truth) for the data at hand.
 """
 
 from __future__ import annotations

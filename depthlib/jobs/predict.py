@@ -1,18 +1,12 @@
 """Depth maps for image files: a 16-bit PNG in millimetres and a colourised PNG per image.
 
-``write_depth_maps(inputs, checkpoint, out_dir)`` takes files and/or folders (their image files,
-sorted, not recursive) and writes for each image ``<name>_depth.png`` (uint16, millimetres, the
-format of NYU's DenseDepth/BTS exports, so other tools read it; 0 would mean "no depth" and never
-occurs because the model's depth is at least min_depth) and ``<name>_depth_color.png`` (the
-``turbo`` colour map, near = blue, far = red, stretched per image between the 2nd and 98th
-percentile of that image's depth, so the layout of every scene is visible whatever its range;
-pass ``color_range=(lo, hi)`` in metres for colours comparable across images).
-
-Any size works: the image is resized to the network's input size (by default the training
-resolution a checkpoint stores, as the evaluation does), and the depth is resized back to the
-image's size. Greyscale, palette and alpha images are converted to RGB. A file that cannot be
-read is skipped and listed in the report; one bad file never aborts the batch. An output folder
-that cannot be written is refused before any work.
+The 16-bit PNG is the format of NYU's DenseDepth/BTS exports, so other tools read it; 0 would
+mean "no depth" and never occurs, as the model's depth is at least min_depth. The colour PNG
+(``turbo``, near = blue, far = red) is stretched per image so the layout of every scene is
+visible whatever its range; ``color_range=(lo, hi)`` in metres makes colours comparable across
+images. Folders are not searched recursively; greyscale, palette and alpha images become RGB;
+one unreadable file never aborts the batch; and an unwritable output folder is refused before
+any work.
 """
 
 from __future__ import annotations
@@ -223,10 +217,7 @@ def write_depth_maps(
     report = PredictReport()
     t0 = time.perf_counter()
     for path, name in progress_bar(
-        list(zip(paths, names, strict=True)),
-        desc="predicting",
-        unit="img",
-        disable=not progress,
+        list(zip(paths, names, strict=True)), desc="predicting", unit="img", disable=not progress
     ):
         try:
             rgb = read_rgb(path)

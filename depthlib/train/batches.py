@@ -1,20 +1,15 @@
 """Batch order as a pure function of (seed, epoch), so a resumed run sees the same batches.
 
-Two sources feed the loop: :class:`PreloadedBatches` cuts batches from tensors already in memory
-(the CPU path of both jobs: nothing but the network may cost), and :func:`epoch_loader` wraps
-any Dataset in a DataLoader (workers, streaming) with the same ordering guarantees. Both go over
-the data ``passes`` times an epoch (a small label subset, repeated to a full split's steps) by
-yielding draws ``0 .. passes * n - 1``: draw ``d`` is sample ``d % n``, and a dataset keys its
-augmentation by the draw, so each repetition gets its own.
-
 A plain shuffled ``DataLoader`` draws its permutation (and its workers' seeds) from the global
 RNG when an epoch starts, so the order depends on everything that consumed random numbers
-before. Resuming from a checkpoint then shows the model different batches than the
-uninterrupted run would have. :class:`EpochBatchSampler` derives the permutation from
-``(seed, epoch)`` alone and shards it over ranks like ``DistributedSampler``;
-:func:`epoch_loader` wraps it in a DataLoader whose worker seeds also depend only on
-``(seed, epoch)``. The training loop calls ``set_epoch`` every epoch and ``skip_batches`` when
-resuming mid-epoch, which skips indices without loading the skipped samples.
+before, and a run resumed from a checkpoint would see other batches than the uninterrupted one.
+Two sources feed the loop instead: :class:`PreloadedBatches` cuts batches from tensors already
+in memory (the CPU path of both jobs: nothing but the network may cost), and
+:func:`epoch_loader` wraps any Dataset in a DataLoader (workers, streaming).
+
+Both go over the data ``passes`` times an epoch (a small label subset, repeated to a full
+split's steps) by yielding draws ``0 .. passes * n - 1``: draw ``d`` is sample ``d % n``, and a
+dataset keys its augmentation by the draw, so each repetition gets its own.
 """
 
 from __future__ import annotations
@@ -193,7 +188,6 @@ class PreloadedBatches:
             yield self.make_batch(draws, epoch, derive_seed(self.seed, epoch, b, rank, BATCH))
 
 
-# --------------------------------------------------------------------------- feeding the loop
 def to_device(batch: Any, device: torch.device) -> Any:
     """Tensors in a batch (a tensor, or dicts/lists/tuples of them) moved to ``device``."""
     if isinstance(batch, torch.Tensor):

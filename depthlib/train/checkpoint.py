@@ -65,7 +65,6 @@ def model_spec(model: nn.Module, config: Any = None) -> dict:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": config}
 
 
-# --------------------------------------------------------------------------- reading files
 def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a ``state.pt`` with ``weights_only=True``; a file needing real unpickling is refused."""
     path = Path(path)
@@ -96,7 +95,6 @@ def _is_checkpoint_dir(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in CHECKPOINT_FILES)
 
 
-# --------------------------------------------------------------------------- checkpoint folders
 def _check_weights_only(obj: Any, where: str = "state") -> None:
     """Fail at save time (not at resume time) if ``obj`` would need unpickling to load."""
     if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, str)):

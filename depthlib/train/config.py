@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -80,7 +80,6 @@ class TrainResult:
     out_dir: Path | None = None
     checkpoint: Path | None = None
     best_checkpoint: Path | None = None
-    log_paths: list[Path] = field(default_factory=list)
 
     @property
     def interrupted(self) -> bool:

@@ -92,7 +92,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-# --------------------------------------------------------------------------- joining the group
 @dataclass(frozen=True)
 class DistributedInfo:
     """Where this process stands: global rank, world size, rank on its node, backend, device."""
@@ -206,7 +205,6 @@ def mean_over_ranks(values: Sequence[float], device: torch.device | str = "cpu")
     return (tensor / world_size()).tolist()
 
 
-# --------------------------------------------------------------------------- BatchNorm over ranks
 class AllReduceSum(torch.autograd.Function):
     """Differentiable all-reduce (sum): the gradient of a sum over ranks is summed over ranks."""
 
@@ -300,10 +298,7 @@ def convert_sync_batchnorm(
 
 
 def prepare_model(
-    model: nn.Module,
-    device: torch.device | str,
-    *,
-    sync_batchnorm: bool = False,
+    model: nn.Module, device: torch.device | str, *, sync_batchnorm: bool = False
 ) -> nn.Module:
     """The model ready for this process: on ``device``; with more than one rank, BatchNorms
     synchronised (those that ask for it always, dense ones with ``sync_batchnorm``) and wrapped
@@ -335,7 +330,6 @@ def main_process_first(make: Callable[[], T]) -> T:
     return result
 
 
-# --------------------------------------------------------------------------- stopping cleanly
 class StopSignals:
     """While active, the first SIGINT/SIGTERM only sets ``reason`` (``"SIGINT"``/``"SIGTERM"``),
     so training stops after a whole step (with a checkpoint) instead of inside one; every rank
@@ -363,7 +357,6 @@ class StopSignals:
         return False
 
 
-# --------------------------------------------------------------------------- device and precision
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → cuda when available, else cpu; plain "cuda" in a process group → this
     process's GPU (``LOCAL_RANK``, which :func:`init_distributed` made current)."""

@@ -81,7 +81,7 @@ class TrainingRun:
     def result(self, stop_reason: str) -> TrainResult:
         elapsed, best = time.monotonic() - self.t_start, self.store and self.store.best()
         return TrainResult(self.history, self.metrics, self.step, self.epoch, stop_reason,
-                           elapsed, self.run_dir, self.last_ckpt, best, self.log.paths)  # fmt: skip
+                           elapsed, self.run_dir, self.last_ckpt, best)  # fmt: skip
 
     @property
     def finished(self) -> bool:

@@ -29,9 +29,7 @@ DEFAULT_NO_DECAY_KEYS = ("mask_token", "pos_embed", "cls_token")
 
 
 def param_groups(
-    model: nn.Module,
-    weight_decay: float,
-    no_decay_keys: Iterable[str] = DEFAULT_NO_DECAY_KEYS,
+    model: nn.Module, weight_decay: float, no_decay_keys: Iterable[str] = DEFAULT_NO_DECAY_KEYS
 ) -> list[dict]:
     """Trainable parameters split into a decayed group and a decay-free group (see module doc)."""
     target = unwrap_model(model)

@@ -5,11 +5,6 @@ walls and furniture, seen by a camera with NYU's intrinsics, with z-depth in met
 range, a Kinect-like ``rawDepths`` twin with holes, and the scene factors ("knobs": light level,
 object size, colour contrast, ...) recorded per image so experiments can relate errors to them.
 Everything is a pure function of ``(seed, index)``: same seed, same bytes.
-
-    render_room(seed, index, height, width, light=0.2)  one sample (force any RoomKnobs field)
-    render_rooms(n, height, width, seed)                 an iterator of samples
-    synthesize(path, n, size, seed)                      labeled.mat layout + <stem>_splits.mat
-    ensure_rooms(path, n, size, seed)                    the cached file, re-rendered if stale
 """
 
 from __future__ import annotations

@@ -166,9 +166,6 @@ def cast(scene: Scene, height: int, width: int):
     return depth.astype(np.float32), surf, (dx, dy, dz)
 
 
-# ---------------------------------------------------------------- surfaces: normals and albedo
-
-
 def _hash(i: np.ndarray, j: np.ndarray, salt: int) -> np.ndarray:
     """A uniform [0, 1) value per integer cell (i, j), stable across platforms."""
     h = (i.astype(np.int64) * 73856093) ^ (j.astype(np.int64) * 19349663) ^ salt
