@@ -9,7 +9,7 @@ Each candidate is a set of ``PretrainConfig`` changes to the cpu profile (image 
 patch grid, batch, learning rate, mask ratio, decoder width, precision). It is pretrained with
 ``depthlib.jobs.pretrain`` for as many epochs as fit in ``--budget`` seconds of optimizer steps
 (from a timed probe of its step), except ``today``, which keeps the profile's epochs as the
-reference. Every epoch scores the held-out rooms (a seed of their own: never trained on) under
+reference, and candidates that name their epochs (a change that leaves the step's cost alone). Every epoch scores the held-out rooms (a seed of their own: never trained on) under
 fixed masks; at the end the encoder is also scored on the **same** held-out rooms at 64x96, so
 candidates of different sizes are compared on one pool. Each finished candidate appends a JSON
 line (provenance, settings, step time, the per-epoch held-out curve) and is skipped on a rerun:
@@ -40,10 +40,11 @@ CANDIDATES: dict[str, dict] = {
     "grid6x8": {"height": 96, "width": 128, "precision": "bf16"},
     "grid8x12": {"height": 128, "width": 192, "precision": "bf16"},
     "grid8x12-b16": {"height": 128, "width": 192, "precision": "bf16", "batch_size": 16},
-    "bf16-lr4e-3": {"precision": "bf16", "lr": 4e-3},
-    "grid6x8-lr4e-3": {"height": 96, "width": 128, "precision": "bf16", "lr": 4e-3},
-    "grid6x8-w256": {"height": 96, "width": 128, "precision": "bf16", "decoder_width": 256},
-    "grid6x8-m075": {"height": 96, "width": 128, "precision": "bf16", "mask_ratio": 0.75},
+    # at the fine-tuning size, the full budget (what won above): learning rate and decoder width
+    # (a learning rate does not change the step's cost: the same epochs as today-budget)
+    "64x96-lr4e-3": {"lr": 4e-3, "epochs": 8},
+    "64x96-lr1e-3": {"lr": 1e-3, "epochs": 8},
+    "64x96-w256": {"decoder_width": 256},
 }
 COMMON_SIZE = (64, 96)
 
@@ -72,10 +73,13 @@ def run_candidate(name: str, changes: dict, probe: float, args) -> dict:
     profile = get_profile("cpu")
     _, cfg = job_settings(profile, "pretrain", **changes)
     steps_per_epoch = math.ceil(cfg.n_images / cfg.batch_size)
-    epochs = cfg.epochs if name == "today" else max(1, round(args.budget / probe / steps_per_epoch))
+    fit_budget = max(1, round(args.budget / probe / steps_per_epoch))
+    epochs = cfg.epochs if name == "today" or "epochs" in changes else fit_budget
     out = Path(args.runs) / name
     result = pretrain("rooms", profile, out=out, progress=False, figures=False, resume=True,
-                      epochs=epochs, held_out=args.held_out, **changes)  # fmt: skip
+                      held_out=args.held_out, **(changes | {"epochs": epochs}))  # fmt: skip
+    if result.train.stop_reason not in ("completed", "already_complete"):
+        raise SystemExit(f"{name} stopped ({result.train.stop_reason}); rerun to resume it.")
     history = result.train.history
     common = rooms_pool(args.held_out, COMMON_SIZE, held_out_rooms_seed(profile.rooms.seed),
                         cache=data_dir() / f"held-out-rooms-n{args.held_out}-64x96-seed"

@@ -18,7 +18,13 @@ import torch
 
 from depthlib.atomic import atomic_write_text
 from depthlib.course.notebooks import run_notebooks
-from depthlib.course.statistics import format_study_table, load_results, study_rows, study_verdicts
+from depthlib.course.statistics import (
+    comparisons_note,
+    format_study_table,
+    load_results,
+    study_rows,
+    study_verdicts,
+)
 from depthlib.course.study import ARMS, pretrained_encoder, run_study, study_dir
 from depthlib.data.rooms import rooms_for_profile
 from depthlib.errors import ConfigError, DataError
@@ -85,11 +91,17 @@ def _full_study(profile: Profile) -> list[str]:
     """The committed full study of this profile's settings: its table and every verdict."""
     head = ["## The full study (`benchmarks/bench_transfer.py`, committed results file)", ""]
     try:
-        record, stored = load_results(STUDY_FILE, profile)
+        record, stored = load_results(STUDY_FILE, profile, strict=False)
     except (ConfigError, DataError) as err:
         return head + [f"Not shown: {err}"]
     prov, design = record["provenance"], record["study"]
     verdicts = study_verdicts(stored, design, record.get("compute_match"))
+    if record["differs"]:
+        head += [
+            f"Made under other settings than this {profile.name} profile's, so compare its arms with "
+            f"each other, not with the tables above: {'; '.join(record['differs'])}.",
+            "",
+        ]
     truth = record.get("ground_truth") or (
         "filled depth (`depths`); the file predates version 3 of the rooms and the rawDepths "
         "default, so compare its arms with each other, not with the tables above"
@@ -97,11 +109,14 @@ def _full_study(profile: Profile) -> list[str]:
     return head + [
         f"Commit {prov['commit']}, {prov['date']}, {prov['machine']}, torch {prov['torch']}; "
         f"seeds {design['seeds']}, pretraining seeds {design['pretrain_seeds']}. Intervals: 95%, "
-        f"the wider of a paired bootstrap and Student's t over the seeds. Ground truth: {truth}.",
+        f"the wider of a paired bootstrap and Student's t over the seeds, fine-tunes of one "
+        f"pretraining run resampled together. Ground truth: {truth}.",
         "",
         format_study_table(study_rows(stored)),
         "",
         *[f"- {v['question']}: {v['summary']}" for v in verdicts],
+        "",
+        comparisons_note(verdicts),
     ]
 
 
