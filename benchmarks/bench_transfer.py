@@ -1,9 +1,9 @@
 """The study a sceptic accepts: does pretraining help UNet++ depth, and which kind?
 
 Five initialisations of the same UNet++ (scratch, ImageNet, SparK, ImageNet -> SparK, zero-out
-masked pretraining), compute-matched scratch, 100% and 10% labels, paired fine-tune seeds over
-two pretraining seeds, and a fine-tune budget sweep at 10% labels; every comparison a paired
-difference with a 95% bootstrap interval. Resumable: every run lives in the profile's study
+masked pretraining) at 10% and 1% labels, SparK at three pretraining budgets, frozen-encoder
+probes and compute-matched scratch, three pretraining runs per pretrained arm; every comparison a
+paired difference whose interval resamples pretraining runs with their fine-tunes. Resumable: every run lives in the profile's study
 folder under a hash of its settings (shared with ``depthlib reproduce``), so an interrupted study
 continues where it stopped.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from provenance import REPO, commit
@@ -28,6 +29,7 @@ from depthlib.course.statistics import (
     comparisons_note,
     format_study_table,
     results_record,
+    settings_hash,
     study_rows,
     study_verdicts,
     write_results,
@@ -38,7 +40,19 @@ from depthlib.train.runlog import read_run_rows
 
 RESULTS = REPO / "benchmarks" / "results" / "transfer_study.json"
 FULL = {
+    # Sized to about 5 h on 2 cores (measured: a 1x pretraining ~5.6 min, a 5-epoch fine-tune on the
+    # 3449-room pool ~2.4 min): three pretraining runs per pretrained arm, SparK at 1x, 2x and 4x its
+    # pretraining budget at 10 % and 1 % labels, frozen-encoder probes, compute-matched scratch at 1x.
     "cpu": StudyConfig(
+        arms=("scratch", "imagenet", "spark", "zero-out", "imagenet+spark"),
+        label_fractions=(0.1, 0.01), seeds=(0, 1, 2), pretrain_seeds=(0, 1, 2), epochs=5,
+        extra_runs=(("spark×2", 0.1), ("spark×2", 0.01), ("spark×4", 0.1), ("spark×4", 0.01),
+                    ("scratch (frozen)", 0.1), ("imagenet (frozen)", 0.1), ("spark (frozen)", 0.1),
+                    ("spark×4 (frozen)", 0.1)),
+        sweep_epochs=(), compute_matched=(0.1,), matched_budgets=(1.0,),
+    ),
+    # the design of transfer_study.json (1449 rooms, before the budget sweep and the probes)
+    "cpu-2026-12-02": StudyConfig(
         arms=tuple(ARMS), label_fractions=(1.0, 0.1), seeds=(0, 1, 2, 3, 4), pretrain_seeds=(0, 1),
         epochs=5, sweep_arms=("scratch", "spark", "imagenet"), sweep_fraction=0.1,
         sweep_epochs=(20,), sweep_seeds=(0, 1, 2), compute_matched=(0.1,), matched_seeds=(0, 1, 2),
@@ -70,10 +84,18 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS), help="results file (JSON)")
+    parser.add_argument("--design", choices=list(FULL), help="default: the profile's name")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file of another study")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
-    study = FULL.get(profile.name, FULL["cpu"])
+    study = FULL[args.design or (profile.name if profile.name in FULL else "cpu")]
+    out = Path(args.out)
+    if out.is_file() and not args.overwrite:  # the same study's partial file grows; another's stays
+        made = json.loads(out.read_text()).get("settings_hash")
+        if made != settings_hash(profile, study):
+            raise SystemExit(f"{out} holds another study (settings {made}); pass --out another file "
+                             "or --overwrite.")  # fmt: skip
     print(f"profile {profile.name}; study {study}")
     start = time.monotonic()
     data = course_data(profile)
