@@ -26,12 +26,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from bench_spark import _interleaved as _alternate  # warm-up, then alternate: median times
 from provenance import provenance
 
 from depthlib.course.sparse_reference import (
@@ -42,19 +41,6 @@ from depthlib.course.sparse_reference import (
 from depthlib.data.transforms import normalize
 from depthlib.spark.model import SparK, make_patch_mask
 from depthlib.spark.sparse import SparseConv2d, _gather, _scatter, conv_kind, upsample_mask
-
-
-def _alternate(functions: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each function, called in turn ``repeats`` times after one warm-up."""
-    for fn in functions.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def encoder_convs(model: SparK, images: torch.Tensor, mask: torch.Tensor) -> list[dict]:
