@@ -107,6 +107,30 @@ def test_densify_and_decoder_follow_spark(model):
     assert model.decoder.head.out_channels == 3 and model.decoder.head.kernel_size == (1, 1)
 
 
+def test_densify_puts_the_mask_token_at_hidden_sites_and_features_at_visible_ones(model):
+    # a densify that swapped the two (token where the image is visible) must fail here
+    x, mask = batch(), mask_for(model)
+    filled = []
+    hooks = [
+        p.register_forward_hook(lambda m, i, o: filled.append(i[0]))
+        for p in model.densify.projections
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()
+            features = model.features(x, mask)
+            with model.sparse_ctx.active(mask):
+                model.densify([features[k] for k in model.feature_indices])
+    finally:
+        model.train()
+        for h in hooks:
+            h.remove()
+    for f, token in zip(filled, model.densify.mask_tokens, strict=True):
+        seen = upsample_mask(mask, f.shape[-2:]).expand_as(f)
+        assert torch.equal(f[~seen], token.expand_as(f)[~seen])  # every hidden site: the token
+        assert not torch.isclose(f[seen], token.expand_as(f)[seen]).any()  # visible: features
+
+
 def test_loss_ignores_visible_patches_and_uses_masked_ones(model):
     x, mask = batch(), mask_for(model)
     pred = torch.randn_like(x)
