@@ -11,6 +11,7 @@ import torch
 from depthlib.course.failure_modes import (
     CLAIMS,
     claim_verdict,
+    in_training_draws,
     knob_sweep,
     prediction_rows,
     results_rows,
@@ -22,7 +23,7 @@ from depthlib.course.failure_modes import (
 from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
 from depthlib.data.pools import unlabelled_rooms_seed
 from depthlib.data.rooms.generate import render_room
-from depthlib.data.rooms.scene import RoomKnobs
+from depthlib.data.rooms.scene import DRAW_RANGES, RoomKnobs, draw_knobs
 from depthlib.depth.metrics import MeanDepthBaseline, MedianDepthBaseline, compute_metrics
 from depthlib.depth.unetpp import DepthUNetPlusPlus
 from depthlib.errors import ConfigError, DataError
@@ -156,6 +157,26 @@ def test_verdict_confirmed_refuted_and_inconclusive():
     assert noisy["verdict"] == "inconclusive"
     tiny = claim_verdict(_rows([0.3], [0.2]), "dark")
     assert tiny["verdict"] == "inconclusive" and tiny["n_rooms"] == 1
+    # a worsening whose CI starts above 0 but below the material size (10% of ~0.2) is only
+    # detected: confirmed needs the whole interval past the material size
+    small = claim_verdict(_rows(base + 0.02 + rng.normal(0, 0.02, 20), base), "dark")
+    lo, hi = small["ci_worse"]
+    assert 0 < lo < 0.1 * base.mean() <= hi and small["verdict"] == "detected"
+    assert small["sentence"].startswith("detected (the CI excludes 0 but includes")
+
+
+def test_stress_values_are_marked_in_or_out_of_the_training_draws():
+    assert in_training_draws("light", 0.15) and in_training_draws("light", 1.0)
+    assert not in_training_draws("size_scale", 0.5) and in_training_draws("size_scale", 1.0)
+    assert not in_training_draws("contrast", 0.0) and in_training_draws("contrast", 0.25)
+    assert not in_training_draws("object_albedo", 0.15)
+    rng = np.random.default_rng(0)
+    draws = [draw_knobs(np.random.default_rng(i)) for i in range(300)]
+    assert all(in_training_draws(k, d[k]) for d in draws for k in DRAW_RANGES)
+    c = CLAIMS["similar_colour"]
+    base = rng.uniform(0.2, 0.3, 10)
+    verdict = claim_verdict(_rows(base + 0.1, base, c.knob, c.stress, c.reference, c.measure), c)
+    assert not verdict["stress_in_training"] and "outside the training draws" in verdict["sentence"]
 
 
 def test_verdict_for_a_rate_where_lower_is_worse_and_nan_rooms_are_dropped():
@@ -279,14 +300,14 @@ def test_results_rows_read_each_runs_evaluation(tmp_path):
         results_rows({"x": tmp_path / "missing"})
 
 
-def test_an_inconclusive_sentence_says_what_its_interval_excludes():
-    """An interval above 0 that still holds the material size is a detected but unproven effect,
-    not one that "neither excludes 0 nor ..."."""
+def test_an_interval_above_0_that_holds_the_material_size_is_detected_not_confirmed():
+    """An interval above 0 that still holds the material size is a detected effect of unsettled
+    size; one from below 0 to above the material size is inconclusive."""
     base = np.full(20, 0.2)  # material size: 10 % of 0.2 = 0.02
     offsets = np.resize([0.035, -0.005], 20)  # mean +0.015, spread wide enough to hold +0.02
     detected = claim_verdict(_rows(base + offsets, base), "dark")
     lo, hi = detected["ci_worse"]
-    assert detected["verdict"] == "inconclusive" and 0 < lo < 0.02 <= hi
+    assert detected["verdict"] == "detected" and 0 < lo < 0.02 <= hi
     assert "excludes 0" in detected["sentence"] and "neither" not in detected["sentence"]
     wide = np.resize([0.05, -0.034], 20)  # mean +0.008, an interval from below 0 to above 0.02
     straddling = claim_verdict(_rows(base + wide, base), "dark")

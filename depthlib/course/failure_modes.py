@@ -22,7 +22,7 @@ import numpy as np
 
 from depthlib.course.failure_regions import boundary_band, relief_detection, render_labelled_room
 from depthlib.course.statistics import bootstrap_ci
-from depthlib.data.rooms.scene import RoomKnobs
+from depthlib.data.rooms.scene import DRAW_RANGES, RoomKnobs
 from depthlib.depth.metrics import MeanDepthBaseline, MetricAccumulator
 from depthlib.errors import ConfigError, DataError
 from depthlib.jobs.evaluate import MODEL_ROW
@@ -35,7 +35,9 @@ __all__ = [
     "SWEEP_SEED_OFFSET",
     "Claim",
     "claim_verdict",
+    "in_training_draws",
     "knob_sweep",
+    "paired_change",
     "prediction_rows",
     "results_rows",
     "rows_by_model",
@@ -95,6 +97,13 @@ CLAIMS: dict[str, Claim] = {
         "contrast", (0.0, 0.25, 0.5, 1.0), stress=0.0, reference=1.0, measure="boundary_abs_rel",
     ),
 }  # fmt: skip
+
+
+def in_training_draws(knob: str, value: float) -> bool:
+    """Whether the training rooms' default draws cover ``value`` of ``knob`` (a sweep value
+    outside them is an out-of-distribution test as well as a test of the factor)."""
+    lo, hi = DRAW_RANGES.get(knob, (-math.inf, math.inf))
+    return lo - 1e-9 <= float(value) <= hi + 1e-9
 
 
 def sweep_rooms_seed(labelled_seed: int = 0) -> int:
@@ -254,11 +263,12 @@ def claim_verdict(
     versus: str | None = None,
     measure: str | None = None,
 ) -> dict:
-    """Confirmed / refuted / inconclusive from paired rooms, with the numbers.
+    """Confirmed / detected / refuted / inconclusive from paired rooms, with the numbers.
 
-    d = measure(stress) - measure(reference) per room, signed so that d > 0 means worse.
-    Confirmed: the 95% bootstrap CI of mean d lies above 0 and mean d is at least ``MIN_EFFECT``
-    times the reference mean (material). Refuted: the CI lies below the material size.
+    d = measure(stress) - measure(reference) per room, signed so that d > 0 means worse; the
+    material size is ``MIN_EFFECT`` times the reference mean. Confirmed: the whole 95% bootstrap
+    CI of mean d clears the material size. Refuted: the CI lies below it. Detected: the CI lies
+    above 0 but includes the material size (a worsening, of unsettled size). Else inconclusive.
     ``versus``: another model of the rows (e.g. the mean-depth baseline); d is then how much
     more ``model`` gets worse than it in the same room (removes what a knob that changes the
     ground truth does to the measure alone). ``measure``: read another row key than the claim's.
@@ -290,12 +300,13 @@ def claim_verdict(
     mean_ref, mean_stress = float(ref.mean()), float(stress.mean())
     material = MIN_EFFECT * abs(mean_ref)
     effect = float(d.mean())
-    if lo > 0 and effect >= material:
+    verdict = "inconclusive"
+    if lo >= material:
         verdict = "confirmed"
     elif hi < material:
         verdict = "refuted"
-    else:
-        verdict = "inconclusive"
+    elif lo > 0:
+        verdict = "detected"
     out |= {
         "verdict": verdict,
         "mean_reference": mean_ref,
@@ -304,16 +315,17 @@ def claim_verdict(
         "ci_worse": (lo, hi),
         "paired_std": float(d.std(ddof=1)),
         "relative_change": (mean_stress - mean_ref) / mean_ref if mean_ref else math.nan,
+        "stress_in_training": in_training_draws(c.knob, c.stress),
     }
     label = MEASURE_LABELS.get(c.measure, c.measure)
-    undecided = "includes both 0 and"
-    if lo > 0:
-        undecided = "excludes 0 (a worsening is detected) but includes"
     why = {
-        "confirmed": "CI above 0 and the change at least the material size",
+        "confirmed": "the whole CI clears the material size",
+        "detected": "the CI excludes 0 but includes the material size",
         "refuted": "a worsening of the material size or more lies outside the CI",
-        "inconclusive": f"the CI {undecided} the material size",
+        "inconclusive": "the CI includes both 0 and the material size",
     }[verdict]
+    if not out["stress_in_training"]:
+        why += f"; {c.knob}={c.stress:g} lies outside the training draws"
     change = out["relative_change"]
     out["sentence"] = (
         f"{verdict} ({why}): {label} {mean_ref:.3f} at {c.knob}={c.reference:g} vs "
@@ -324,6 +336,15 @@ def claim_verdict(
         f"material size = {MIN_EFFECT:.0%} of the reference ({material:.3f})."
     )
     return out
+
+
+def paired_change(rows, model: str | None, knob: str, measure: str, value: float, reference: float):
+    """Mean change of ``measure`` from ``reference`` to ``value``, room by room, with its 95%
+    bootstrap CI: ``(mean, low, high)`` (what a sweep figure should draw, not unpaired bars)."""
+    pairs = _paired(rows, model, knob, measure, float(value), float(reference))
+    if len(pairs) < 2:
+        return math.nan, math.nan, math.nan
+    return bootstrap_ci([a - b for a, b in pairs.values()], n_boot=2000)
 
 
 def prediction_rows(models: Mapping, source, indices: Sequence[int]) -> list[dict]:

@@ -1,16 +1,16 @@
 """Figures of notebook 05, from what :mod:`depthlib.course.failure_modes` computes: predictions
-beside ground truth (the report's Figures 5-6) and knob sweeps (error against one scene factor,
-one line per model)."""
+beside ground truth (the report's Figures 5-6) and knob sweeps (the paired change of the error
+against one scene factor, one line per model)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from depthlib.course.failure_modes import CLAIMS, MEASURE_LABELS, sweep_summary
+from depthlib.course.failure_modes import CLAIMS, MEASURE_LABELS, paired_change
+from depthlib.data.rooms.scene import DRAW_RANGES
 from depthlib.errors import DataError
 from depthlib.viz import bare
 from depthlib.viz.data import DEPTH_CMAP  # the course's depth colours
@@ -57,36 +57,55 @@ def plot_predictions(rows: Sequence[Mapping], *, baseline: str | None = BASELINE
 
 
 def plot_knob_sweep(rows_by_model: Mapping[str, Sequence[Mapping]], knob: str):
-    """Error against the knob's value, one line per model (mean over the paired rooms, bars =
-    standard error over rooms): AbsRel over the whole image on the left, the region-specific
-    measure of the claim that uses this knob on the right; its stress and reference values are
-    marked by dotted lines."""
+    """Change of the error from the reference value, room by room, against the knob's value: one
+    line per model, bars = 95% bootstrap CI of the paired mean change (the rooms are the same at
+    every value, so the pairing removes their spread; unpaired bars would overlap where the paired
+    verdict is clear). AbsRel over the whole image on the left, the claim's own measure on the
+    right. The stress value is marked; values outside the training draws are shaded."""
     if not rows_by_model:
         raise DataError("No sweep rows to plot: pass {model name: knob_sweep(...) rows}.")
     claim = next((c for c in CLAIMS.values() if c.knob == knob), None)
     keys = ("abs_rel", claim.measure if claim else "objects_abs_rel")
-    marks = {"stress": claim.stress, "reference": claim.reference} if claim else {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    n = 0
     for k, (name, rows) in enumerate(rows_by_model.items()):
         rows = [r for r in rows if r["knob"] == knob]
         if not rows:
             raise DataError(f"Model {name!r} has no rows for knob {knob!r}.")
-        summary = sorted(sweep_summary(rows, keys), key=lambda r: r["value"])
-        x = [r["value"] for r in summary]
+        values = sorted({r["value"] for r in rows})
+        reference = claim.reference if claim and claim.reference in values else values[-1]
+        n = max(n, len({r["room"] for r in rows}))
         for ax, key in zip(axes, keys, strict=True):
-            y = [r[key] for r in summary]
-            err = [0.0 if math.isnan(r[key + "_se"]) else r[key + "_se"] for r in summary]
-            color = MODEL_COLORS[k % len(MODEL_COLORS)]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color, label=name)
+            got = np.array([paired_change(rows, None, knob, key, v, reference) for v in values])
+            shift = (k - (len(rows_by_model) - 1) / 2) * 0.006 * (values[-1] - values[0])
+            ax.errorbar(np.array(values) + shift, got[:, 0], yerr=[got[:, 0] - got[:, 1],
+                        got[:, 2] - got[:, 0]], marker="o", capsize=3, label=name,
+                        color=MODEL_COLORS[k % len(MODEL_COLORS)])  # fmt: skip
     for ax, key in zip(axes, keys, strict=True):
-        for text, value in marks.items():
-            ax.axvline(value, color="k", ls=":", lw=0.8)
+        left, right = ax.get_xlim()
+        lo, hi = (
+            (max(left, min(r)), min(right, max(r)))
+            if (r := DRAW_RANGES.get(knob))
+            else (left, right)
+        )
+        for a, b in ((left, lo), (hi, right)):
+            if b > a:
+                ax.axvspan(a, b, color="0.9", zorder=0, lw=0)
+        ax.set_xlim(left, right)
+        ax.axhline(0.0, color="k", lw=0.8)
+        if claim:
+            ax.axvline(claim.stress, color="k", ls=":", lw=0.8)
             where = ("data", "axes fraction")
-            ax.annotate(text, (value, 1.0), xycoords=where, ha="center", va="bottom", fontsize=8)
-        ax.set_xlabel(knob)
-        ax.set_ylabel(MEASURE_LABELS.get(key, key))
+            ax.annotate(
+                "stress", (claim.stress, 1.0), xycoords=where, ha="center", va="bottom", fontsize=8
+            )
+        ax.set_xlabel(knob + " (grey: outside the training draws)")
+        ax.set_ylabel(
+            f"change in {MEASURE_LABELS.get(key, key)}\nfrom {knob}={reference:g}, paired"
+        )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    n = max(r["n_rooms"] for r in summary)
-    fig.suptitle(f"{knob} sweep: the same {n} rooms at every value")
+    fig.suptitle(
+        f"{knob} sweep: the same {n} rooms at every value; bars: 95% CI of the paired change"
+    )
     return fig

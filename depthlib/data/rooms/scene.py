@@ -70,6 +70,16 @@ class RoomKnobs:
         return self
 
 
+# What the default draws of the stress knobs cover (a constant knob: one value). A sweep value
+# outside its range tests a model out of its training distribution.
+DRAW_RANGES = {
+    "light": (0.1, 1.3),
+    "size_scale": (1.0, 1.0),
+    "contrast": (0.15, 1.0),
+    "object_albedo": (1.0, 1.0),
+}
+
+
 def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> dict[str, float]:
     """Every knob's default draw, in this order, then the forced values on top (forcing shifts no
     other draw).
@@ -79,12 +89,13 @@ def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> 
     such scale cues are reliable, as they are in real rooms. Force the knobs to study the tails.
     """
     dark = rng.random() < 0.2
-    light = rng.uniform(0.1, 0.6) if dark else rng.uniform(0.6, 1.3)
+    (dim, bright), r = DRAW_RANGES["light"], DRAW_RANGES
+    light = rng.uniform(dim, 0.6) if dark else rng.uniform(0.6, bright)
     knobs = {
         "light": float(light),
-        "size_scale": 1.0,  # a stress knob: furniture keeps its catalogue sizes unless forced
-        "contrast": float(rng.uniform(0.15, 1.0)),
-        "object_albedo": 1.0,  # a constant, no draw: every default room is unchanged
+        "size_scale": r["size_scale"][0],  # a stress knob: catalogue sizes unless forced
+        "contrast": float(rng.uniform(*r["contrast"])),
+        "object_albedo": r["object_albedo"][0],  # a constant, no draw: default rooms unchanged
         "n_objects": int(rng.integers(3, 15)),
         "noise": float(rng.uniform(0.003, 0.02)),
         "camera_height": float(np.clip(rng.normal(1.4, 0.15), 1.0, 1.8)),
