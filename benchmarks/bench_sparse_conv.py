@@ -5,7 +5,7 @@ the output by the mask. A true sparse convolution gathers the visible positions,
 there and scatters back. Which is faster depends on the layer, so this measures three levels:
 
 1. ``--part conv``: a 3×3 conv (C → C) alone at several mask ratios, against the teaching
-   reference ``depthlib.course.sparse_reference.submanifold_conv2d`` (no_grad; the README table).
+   reference ``depthlib.course.sparse_reference.submanifold_conv2d`` (no_grad; the table in docs/benchmarks.md).
 2. ``--part layers``: every convolution of the SparK encoder (default EfficientNet-Lite0, the cpu
    profile's) at its own input shape, forward + backward, masked dense vs gathered (1×1: a matrix
    product on the visible vectors, as ``SparK(gather=("1x1",))`` runs it; depthwise and full k×k:
