@@ -52,8 +52,10 @@ __all__ = [
     "curve_groups",
     "course_data",
     "data_identity",
+    "finished_course_run",
     "course_runs",
     "pretrained_encoder",
+    "run_name",
     "run_study",
     "study_dir",
 ]
@@ -264,6 +266,20 @@ def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: i
     return int(known[key]["epochs"])
 
 
+def run_name(arm: str, fraction: float, epochs: int, seed: int) -> str:
+    """A study run's folder name, e.g. ``imagenet-labels100-epochs5-seed0``."""
+    return f"{arm}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}".replace(" ", "_")
+
+
+def finished_course_run(profile: Profile, arm: str = "imagenet", data=None) -> Path | None:
+    """The course's ``arm`` model (all labels, first seed, main budget) if the study has
+    finished it, else None: nothing is trained (notebook 00 shows a picture instead)."""
+    st = profile.study
+    path = course_data(profile, data, progress=False)
+    run = study_dir(profile, path) / run_name(arm, 1.0, st.epochs, st.seeds[0])
+    return run if StudyRun(arm, 1.0, st.epochs, st.seeds[0], None, run).done else None
+
+
 def run_study(
     profile: str | Profile | None = None,
     data: str | os.PathLike | None = None,
@@ -295,7 +311,7 @@ def run_study(
     def run(arm: str, fraction: float, epochs: int, seed: int) -> StudyRun:
         base, _, frozen = arm_spec(arm)
         pretrained = "pretrain" in ARMS[base]
-        name = f"{arm}-labels{100 * fraction:g}-epochs{epochs}-seed{seed}".replace(" ", "_")
+        name = run_name(arm, fraction, epochs, seed)
         p_seed = st.pretrain_seeds[seed % len(st.pretrain_seeds)] if pretrained else None
         result = StudyRun(arm, float(fraction), int(epochs), int(seed), p_seed, root / name)
         if result.done:
