@@ -163,6 +163,12 @@ def test_verdict_confirmed_refuted_and_inconclusive():
     lo, hi = small["ci_worse"]
     assert 0 < lo < 0.1 * base.mean() <= hi and small["verdict"] == "detected"
     assert small["sentence"].startswith("detected (the CI excludes 0 but includes")
+    no_threshold = claim_verdict(
+        _rows(base + 0.02 + rng.normal(0, 0.02, 20), base), "dark", min_effect=0.0
+    )
+    assert (
+        no_threshold["verdict"] == "confirmed" and "material size = 0%" in no_threshold["sentence"]
+    )
 
 
 def test_stress_values_are_marked_in_or_out_of_the_training_draws():

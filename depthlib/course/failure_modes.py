@@ -262,11 +262,12 @@ def claim_verdict(
     model: str | None = None,
     versus: str | None = None,
     measure: str | None = None,
+    min_effect: float = MIN_EFFECT,
 ) -> dict:
     """Confirmed / detected / refuted / inconclusive from paired rooms, with the numbers.
 
     d = measure(stress) - measure(reference) per room, signed so that d > 0 means worse; the
-    material size is ``MIN_EFFECT`` times the reference mean. Confirmed: the whole 95% bootstrap
+    material size is ``min_effect`` times the reference mean. Confirmed: the whole 95% bootstrap
     CI of mean d clears the material size. Refuted: the CI lies below it. Detected: the CI lies
     above 0 but includes the material size (a worsening, of unsettled size). Else inconclusive.
     ``versus``: another model of the rows (e.g. the mean-depth baseline); d is then how much
@@ -290,7 +291,7 @@ def claim_verdict(
     n = int(d.size)
     out = {
         "claim": c.key, "text": c.text, "knob": c.knob, "measure": c.measure,
-        "stress": c.stress, "reference": c.reference, "n_rooms": n, "min_effect": MIN_EFFECT,
+        "stress": c.stress, "reference": c.reference, "n_rooms": n, "min_effect": min_effect,
         "versus": versus,
     }  # fmt: skip
     if n < 2:
@@ -298,7 +299,7 @@ def claim_verdict(
         return out
     _, lo, hi = bootstrap_ci(d, n_boot=2000)
     mean_ref, mean_stress = float(ref.mean()), float(stress.mean())
-    material = MIN_EFFECT * abs(mean_ref)
+    material = min_effect * abs(mean_ref)
     effect = float(d.mean())
     verdict = "inconclusive"
     if lo >= material:
@@ -333,7 +334,7 @@ def claim_verdict(
         f"({'n/a' if math.isnan(change) else f'{change:+.0%}'}); "
         f"worse-by {effect:+.3f}{f' beyond {versus}' if versus else ''}, 95% "
         f"bootstrap CI [{lo:+.3f}, {hi:+.3f}], paired std {out['paired_std']:.3f}, n={n} rooms; "
-        f"material size = {MIN_EFFECT:.0%} of the reference ({material:.3f})."
+        f"material size = {min_effect:.0%} of the reference ({material:.3f})."
     )
     return out
 
