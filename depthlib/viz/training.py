@@ -107,8 +107,13 @@ def plot_learning_curves(
         ax.grid(alpha=0.3)
         if key == LOSS_KEY:
             ax.set_ylabel("mean per epoch")
-    axes[0, 0].legend(fontsize=9, frameon=False)
-    fig.suptitle("Learning curves: mean over runs, band = ±1 std", fontsize=12)
+    # one legend for the figure, below the panels: inside one it would cover lines
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
+               fontsize=9, frameon=False)  # fmt: skip
+    several = any(len(per_key[0]) > 1 for per_key in curves.values())
+    fig.suptitle("Learning curves" + (": mean over runs, band = ±1 std" if several else ""),
+                 fontsize=12)  # fmt: skip
     return fig
 
 
@@ -181,8 +186,9 @@ def reconstruction_figure(recon: Mapping[str, torch.Tensor], title: str | None =
 
 def plot_budget_sweep(curves: Mapping[str, Sequence], metric: str = "delta1", title: str = ""):
     """The fine-tune budget sweep (``budget_curves`` output): ``metric`` against fine-tune
-    epochs (left) and against all training-step time, pretraining included (right); mean ± std
-    over seeds. An arm ahead on the left but not on the right only bought its lead with compute."""
+    epochs (left, ticks at the budgets run) and against training-step time with our SparK
+    pretraining included (right; ImageNet's pretraining is not ours to count); mean ± std over
+    seeds. An arm ahead on the left but not on the right only bought its lead with compute."""
     if not curves:
         raise DataError("No sweep runs to plot: run the study with sweep_epochs.")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
@@ -193,11 +199,15 @@ def plot_budget_sweep(curves: Mapping[str, Sequence], metric: str = "delta1", ti
             ax.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std),
                             color=line.get_color(), alpha=0.15)  # fmt: skip
     axes[0].set_xlabel("fine-tune epochs")
-    axes[1].set_xlabel("training-step time, pretraining included (min)")
+    axes[1].set_xlabel("training-step time (min): fine-tuning + our SparK pretraining\n"
+                       "(ImageNet's pretraining was done elsewhere and is not counted)")  # fmt: skip
     for ax in axes:  # the study's runs are scored on the test split, once each
         ax.set_ylabel(_title(metric).replace("val ", "test ", 1))
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log", base=2)
+    ticks = sorted({e for points in curves.values() for e, *_ in points})
+    axes[0].set_xticks(ticks, [f"{e:g}" for e in ticks])  # the epochs run, not powers of 2
+    axes[0].minorticks_off()
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
