@@ -105,9 +105,11 @@ def test_budget_arms_frozen_probes_and_matching_per_budget(tmp_path, monkeypatch
     match = json.loads((root / "compute_match.json").read_text())
     assert match["labels10-epochs1-spark×2"]["budget"] == 2.0
     questions = {v["question"] for v in study_verdicts(runs, design, match)}
+    assert "spark (frozen) vs spark, 1 epochs" not in questions  # a probe against its own kind
     assert questions >= {
         "spark vs scratch, 1 epochs",
         "spark×2 vs scratch, 1 epochs",
+        "spark×2 vs spark, 1 epochs",
         "spark (frozen) vs scratch (frozen), 1 epochs",
         "spark vs compute-matched scratch",
         "spark×2 vs compute-matched scratch",

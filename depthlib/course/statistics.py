@@ -210,7 +210,7 @@ def paired_verdict(
 def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) -> list[dict]:
     """Every comparison the study was designed for, each a :func:`paired_verdict` with its
     ``question``: arms (and extra runs: budgets, probes) vs scratch (a frozen probe vs frozen
-    scratch), SparK vs zero-out, SparK at each matched budget and ImageNet vs compute-matched
+    scratch), a longer SparK pretraining vs SparK ×1, SparK vs zero-out, SparK at each matched budget and ImageNet vs compute-matched
     scratch, the sweep's arms vs scratch per budget. ``design``: a StudyConfig or its dict;
     ``compute_match``: ``compute_match.json``'s content."""
     d = design if isinstance(design, dict) else dataclasses.asdict(design)
@@ -220,10 +220,12 @@ def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) ->
     pairs += [(None, [tuple(run) for run in d.get("extra_runs", ())])]
     for fraction, group in pairs:
         for arm, at in group:
-            versus = f"scratch{FROZEN}" if arm.endswith(FROZEN) else "scratch"
-            if arm != versus and (versus, at) in present:
-                v = paired_verdict(runs, arm, versus, label_fraction=at, epochs=epochs)
-                out.append(v | {"question": f"{arm} vs {versus}, {epochs} epochs"})
+            frozen = FROZEN if arm.endswith(FROZEN) else ""
+            # a longer SparK pretraining also against SparK ×1: does more of it help?
+            for versus in ["scratch" + frozen] + ["spark" + frozen] * arm.startswith("spark×"):
+                if arm != versus and (versus, at) in present:
+                    v = paired_verdict(runs, arm, versus, label_fraction=at, epochs=epochs)
+                    out.append(v | {"question": f"{arm} vs {versus}, {epochs} epochs"})
         if fraction is not None and {"spark", "zero-out"} <= set(arms):
             v = paired_verdict(runs, "spark", "zero-out", label_fraction=fraction, epochs=epochs)
             out.append(v | {"question": "sparse vs zero-out masked pretraining"})
