@@ -3,6 +3,7 @@ run from the built wheel in a fresh venv that has the dependencies but not depth
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -50,10 +51,15 @@ def fresh_venv(tmp_path_factory):
     # the venv's own old setuptools would shadow the one torch requires
     subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "setuptools"], check=True)
     (_site_packages(python) / "course-deps.pth").write_text(f"{deps}\n")
-    wheels = root / "wheels"
+    source, wheels = root / "source", root / "wheels"  # built from a copy: no build/ in the repo
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(REPO_ROOT / "depthlib", source / "depthlib",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "-w", wheels, REPO_ROOT],
+         "-w", wheels, source],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = wheels.glob("depthlib-*.whl")
