@@ -12,12 +12,12 @@ import pytest
 
 from depthlib.course.statistics import (
     bootstrap_ci,
-    budget_curves,
     comparisons_note,
     format_study_table,
     load_results,
     paired_interval,
     paired_verdict,
+    pretraining_budget_points,
     results_record,
     study_rows,
     study_verdicts,
@@ -35,7 +35,7 @@ from depthlib.course.study import (
 )
 from depthlib.errors import ConfigError, DataError
 from depthlib.profiles import StudyConfig, get_profile
-from depthlib.viz.training import plot_budget_sweep
+from depthlib.viz.training import plot_pretraining_budgets
 
 QUICK = get_profile("quick")
 FULL = StudyConfig(
@@ -220,19 +220,22 @@ def test_the_clustered_interval_widens_when_fine_tunes_share_pretraining_runs():
     assert v["metrics"]["delta1"]["verdict"] == "no clear difference"
 
 
-def test_compute_matching_and_the_budget_axis_read_median_step_times(study, tmp_path):
+def test_compute_matching_and_the_pretraining_axis_read_median_step_times(study, tmp_path):
     _, runs, _ = study
-    stored = load_results(write_results(tmp_path / "s.json", results_record(runs, QUICK, FULL)))
-    record, stored = stored
-    record["pretraining"] = {f"spark-seed{p}": {"step_s": 100.0} for p in (0, 1)}
+    record, stored = load_results(
+        write_results(tmp_path / "s.json", results_record(runs, QUICK, FULL))
+    )
+    record["pretraining"] = {f"spark-seed{p}": {"step_s": 120.0} for p in (0, 1)}
     record["pretraining"]["spark-seed2"] = {"step_s": 900.0}  # one run slowed by another job
-    scratch = [s for s in stored if s.arm == "scratch" and s.label_fraction == 0.1]
-    slow = dataclasses.replace(scratch[0], step_s=1000.0, seed=99)  # and one slow fine-tune
-    quiet = budget_curves(record, [*stored, dataclasses.replace(slow, step_s=scratch[0].step_s)],
-                          "delta1", 0.1)  # fmt: skip
-    noisy = budget_curves(record, [*stored, slow], "delta1", 0.1)
-    assert noisy["spark"][0][3] == pytest.approx(quiet["spark"][0][3])  # median: 100 s
-    assert noisy["scratch"][0][3] == pytest.approx(quiet["scratch"][0][3], rel=0.35)
+    record["compute_match"] = {"labels10-epochs1": {"epochs": 2, "budget": 1.0}}
+    points = pretraining_budget_points(record, stored, "delta1")
+    assert set(points) == {1.0, 0.1}
+    (spark,) = points[0.1]["spark"]
+    assert spark[0] == pytest.approx(2.0)  # the median, 120 s: the slow run moves nothing
+    assert points[0.1]["imagenet"][0][0] == 0.0  # pretrained elsewhere: not counted
+    direct = paired_verdict(stored, "spark", label_fraction=0.1, epochs=1, metrics=("delta1",))
+    assert spark[1:4] == (direct["metrics"]["delta1"]["gain"], *direct["metrics"]["delta1"]["ci"])
+    assert "scratch, compute-matched" not in points[1.0]  # matched only where the study asked
 
 
 def test_verdict_reads_the_interval_in_the_metrics_direction():
@@ -282,17 +285,12 @@ def test_results_file_round_trips_and_refuses_other_settings(study, tmp_path):
     assert loaded["settings_hash"] == record["settings_hash"] and len(stored) == len(runs)
     assert [s.metrics for s in stored] == [r.metrics for r in runs]
     assert study_rows(stored) == study_rows(runs)  # tables read the same from the file
-    record["pretraining"] = {"spark-seed0": {"step_s": 100.0}, "spark-seed1": {"step_s": 100.0}}
-    curves = budget_curves(record, stored, "delta1", 0.1)
-    assert set(curves) == {"scratch", "spark", "imagenet"}
-    assert [p[0] for p in curves["spark"]] == [1, 2]  # the main budget, then the sweep's
-    spark_steps = [
-        s.step_s for s in stored if (s.arm, s.label_fraction, s.epochs) == ("spark", 0.1, 1)
-    ]
-    assert curves["spark"][0][3] == pytest.approx(sum(spark_steps) / len(spark_steps) + 100.0)
-    fig = plot_budget_sweep(curves)
-    left = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].lines}
-    assert left["spark"] == [1.0, 2.0]
+    record["pretraining"] = {"spark-seed0": {"step_s": 60.0}, "spark-seed1": {"step_s": 60.0}}
+    fig = plot_pretraining_budgets(record, stored)
+    assert [ax.get_title() for ax in fig.axes] == ["100% labels, 1 fine-tune epochs",
+                                                   "10% labels, 1 fine-tune epochs"]  # fmt: skip
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"spark", "imagenet"} <= labels
     other = dataclasses.replace(FULL, seeds=(0, 1, 2))
     with pytest.raises(ConfigError, match="made under other settings"):
         load_results(path, QUICK, other)

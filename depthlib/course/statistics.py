@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from depthlib.atomic import atomic_write_text, to_json
-from depthlib.course.study import FROZEN, MATCHED, matched_name, step_seconds
+from depthlib.course.study import FROZEN, arm_spec, matched_name, pretrain_name, step_seconds
 from depthlib.data.rooms import GENERATOR_VERSION
 from depthlib.depth.metrics import MeanDepthBaseline
 from depthlib.errors import ConfigError, DataError
@@ -33,11 +33,11 @@ __all__ = [
     "PRIMARY",
     "bootstrap_ci",
     "comparisons_note",
-    "budget_curves",
     "format_study_table",
     "load_results",
     "paired_interval",
     "paired_verdict",
+    "pretraining_budget_points",
     "results_record",
     "settings_hash",
     "study_verdicts",
@@ -210,8 +210,8 @@ def paired_verdict(
 def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) -> list[dict]:
     """Every comparison the study was designed for, each a :func:`paired_verdict` with its
     ``question``: arms (and extra runs: budgets, probes) vs scratch (a frozen probe vs frozen
-    scratch), a longer SparK pretraining vs SparK ×1, SparK vs zero-out, SparK at each matched budget and ImageNet vs compute-matched
-    scratch, the sweep's arms vs scratch per budget. ``design``: a StudyConfig or its dict;
+    scratch), a longer SparK pretraining vs SparK ×1, SparK vs zero-out, SparK at each matched
+    budget and ImageNet vs compute-matched scratch, the sweep's arms vs scratch per budget. ``design``: a StudyConfig or its dict;
     ``compute_match``: ``compute_match.json``'s content."""
     d = design if isinstance(design, dict) else dataclasses.asdict(design)
     epochs, arms, out = d["epochs"], d["arms"], []
@@ -248,6 +248,35 @@ def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) ->
             v = paired_verdict(runs, arm, label_fraction=d["sweep_fraction"], epochs=budget)
             v["summary"] = f"at {budget} epochs: " + v["summary"]
             out.append(v | {"question": f"{arm} vs scratch, {budget} epochs"})
+    return out
+
+
+def pretraining_budget_points(record: dict, runs: Sequence, metric: str = PRIMARY) -> dict:
+    """``{label fraction: {arm: [(pretraining min, gain, low, high, budget), ...]}}``: paired gains
+    over scratch (:func:`paired_verdict`) against the median step time of the arm's pretraining
+    runs; SparK's budgets are one arm's points, compute-matched scratch sits at the cost it matched."""
+    cost: dict[str, list[float]] = {}
+    for name, c in (record.get("pretraining") or {}).items():
+        cost.setdefault(name.rsplit("-seed", 1)[0], []).append(c["step_s"])
+    epochs, out = record["study"]["epochs"], {}
+    for fraction in record["study"]["label_fractions"]:
+        present = sorted({r.arm for r in runs if r.label_fraction == fraction})
+        asked = [(a, epochs, *arm_spec(a)[:2]) for a in present
+                 if not a.startswith("scratch") and not arm_spec(a)[2]]  # no probes  # fmt: skip
+        for key, match in (record.get("compute_match") or {}).items():
+            if key.startswith(f"labels{100 * fraction:g}-"):
+                budget = match.get("budget", 1.0)  # files made before budgets: 1
+                asked.append((matched_name(budget), None, "spark", budget))
+        lines: dict[str, list[tuple]] = {}
+        for arm, at, base, budget in asked:
+            v = paired_verdict(runs, arm, label_fraction=fraction, epochs=at, versus_epochs=epochs,
+                               metrics=(metric,))["metrics"][metric]  # fmt: skip
+            spent = cost.get(pretrain_name(base, budget, 0).rsplit("-seed", 1)[0], [0.0])
+            if "ci" in v:
+                label = "scratch, compute-matched" if at is None else base
+                point = (statistics.median(spent) / 60, v["gain"], *v["ci"], budget)
+                lines.setdefault(label, []).append(point)
+        out[fraction] = {k: sorted(v) for k, v in sorted(lines.items())}
     return out
 
 
@@ -369,31 +398,3 @@ def load_results(
     fields = _StoredRun.__dataclass_fields__
     runs = [_StoredRun(**{k: r[k] for k in fields if k in r}) for r in record["runs"]]
     return record, runs
-
-
-def budget_curves(record: dict, runs: Sequence, metric: str, label_fraction: float) -> dict:
-    """Per arm at ``label_fraction``: ``[(epochs, mean, std, compute_s), ...]`` by budget, where
-    compute_s is the arm's training-step cost: ``epochs`` × the median seconds per fine-tune
-    epoch over all its runs at this fraction, plus the median of its pretraining runs' step
-    time. Medians, so one run slowed by another job on the machine moves no point: "does the
-    gain survive longer training, and at equal compute?". Compute-matched runs count as scratch."""
-    pretrain: dict[str, list[float]] = {}
-    for name, c in (record.get("pretraining") or {}).items():
-        pretrain.setdefault(name.rsplit("-seed", 1)[0], []).append(c["step_s"])
-    groups: dict[tuple, list] = {}
-    for r in runs:
-        arm = "scratch" if r.arm.startswith(MATCHED[:-1]) else r.arm  # matched is scratch too
-        if r.label_fraction == label_fraction and arm in record["study"]["sweep_arms"]:
-            groups.setdefault((arm, r.epochs), []).append(r)
-    per_epoch = {
-        arm: statistics.median(
-            m.step_s / m.epochs for (a, _), ms in groups.items() if a == arm for m in ms
-        )  # fmt: skip
-        for arm in {a for a, _ in groups}
-    }
-    curves: dict[str, list] = {}
-    for (arm, epochs), members in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        mean, std = _mean_std([m.metrics[metric] for m in members])
-        spent = epochs * per_epoch[arm] + statistics.median(pretrain.get(arm, [0.0]))
-        curves.setdefault(arm, []).append((epochs, mean, std, spent))
-    return curves

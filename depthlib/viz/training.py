@@ -12,14 +12,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from depthlib.course.statistics import pretraining_budget_points
 from depthlib.depth.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 from depthlib.errors import ConfigError, DataError
 from depthlib.train.runlog import Run, read_run_rows
 from depthlib.viz import bare, hwc
 
 __all__ = [
-    "plot_budget_sweep",
     "plot_learning_curves",
+    "plot_pretraining_budgets",
     "plot_reconstruction_progress",
     "reconstruction_figure",
 ]
@@ -184,31 +185,35 @@ def reconstruction_figure(recon: Mapping[str, torch.Tensor], title: str | None =
     return fig
 
 
-def plot_budget_sweep(curves: Mapping[str, Sequence], metric: str = "delta1", title: str = ""):
-    """The fine-tune budget sweep (``budget_curves`` output): ``metric`` against fine-tune
-    epochs (left, ticks at the budgets run) and against training-step time with our SparK
-    pretraining included (right; ImageNet's pretraining is not ours to count); mean ± std over
-    seeds. An arm ahead on the left but not on the right only bought its lead with compute."""
-    if not curves:
-        raise DataError("No sweep runs to plot: run the study with sweep_epochs.")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    for arm, points in curves.items():
-        epochs, mean, std, spent = (np.array(v, float) for v in zip(*points, strict=True))
-        for ax, x in zip(axes, (epochs, spent / 60), strict=True):
-            line = ax.plot(x, mean, marker="o", label=arm)[0]
-            ax.fill_between(x, mean - np.nan_to_num(std), mean + np.nan_to_num(std),
-                            color=line.get_color(), alpha=0.15)  # fmt: skip
-    axes[0].set_xlabel("fine-tune epochs")
-    axes[1].set_xlabel("training-step time (min): fine-tuning + our SparK pretraining\n"
-                       "(ImageNet's pretraining was done elsewhere and is not counted)")  # fmt: skip
-    for ax in axes:  # the study's runs are scored on the test split, once each
-        ax.set_ylabel(_title(metric).replace("val ", "test ", 1))
+def plot_pretraining_budgets(record: Mapping, runs: Sequence, metric: str = "delta1"):
+    """Does pretraining buy more than its compute? One panel per label fraction of
+    :func:`~depthlib.course.statistics.pretraining_budget_points`: each arm's paired gain over
+    scratch (95% CI) against the median step time of its pretraining; SparK's budgets make one
+    line, compute-matched scratch sits at the cost it matches, ImageNet at 0 (done elsewhere)."""
+    points, colors = pretraining_budget_points(record, runs, metric), {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, len(points), figsize=(5.2 * len(points), 3.8), squeeze=False,
+                             sharey=True, layout="constrained")  # fmt: skip
+    for ax, (fraction, lines) in zip(axes[0], points.items(), strict=True):
+        span = max((p[0] for ps in lines.values() for p in ps), default=0.0) or 1.0
+        for label, pts in lines.items():
+            x, gain, low, high, budget = (np.array(v, float) for v in zip(*pts, strict=True))
+            color = colors.setdefault(label, cycle[len(colors) % len(cycle)])
+            x = x + 0.015 * span * (list(colors).index(label) - 2)  # arms at one cost side by side
+            ax.errorbar(x, gain, yerr=[gain - low, high - gain], marker="o", capsize=3, label=label,
+                        color=color, ls="--" if "matched" in label else "-")  # fmt: skip
+            for xi, gi, b in zip(x, gain, budget, strict=True):
+                if len(pts) > 1:
+                    ax.annotate(f"×{b:g}", (xi, gi), xytext=(4, 4), textcoords="offset points",
+                                fontsize=8, color=color)  # fmt: skip
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_title(f"{100 * fraction:g}% labels, {record['study']['epochs']} fine-tune epochs",
+                     fontsize=10)  # fmt: skip
+        ax.set_xlabel("pretraining step time (min; median over runs)")
         ax.grid(alpha=0.3)
-    axes[0].set_xscale("log", base=2)
-    ticks = sorted({e for points in curves.values() for e, *_ in points})
-    axes[0].set_xticks(ticks, [f"{e:g}" for e in ticks])  # the epochs run, not powers of 2
-    axes[0].minorticks_off()
-    axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    axes[0, 0].set_ylabel(f"test {_title(metric).removeprefix('val ')} gain over scratch\n"
+                          "(paired, 95% CI)")  # fmt: skip
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(len(handles), 5), fontsize=8, frameon=False)  # fmt: skip
     return fig
