@@ -166,13 +166,10 @@ def knob_sweep(
     height, width = (int(v) for v in size)
     sizes = [p.input_size for p in predictors.values() if p.input_size is not None]
     band = max(1, math.ceil(max(height / sizes[0][0], width / sizes[0][1]))) if sizes else 1
-    rows = []
+    rows, seed = [], sweep_rooms_seed(0)
     for value in values:
         knobs = RoomKnobs(**dict(fixed), **{knob: as_knob(value)})
-        rooms = [
-            render_labelled_room(sweep_rooms_seed(0), i, height, width, knobs)
-            for i in range(n_rooms)
-        ]
+        rooms = [render_labelled_room(seed, i, height, width, knobs) for i in range(n_rooms)]
         edges = [boundary_band(room["objects"], band) for room in rooms]
         for name, predictor in predictors.items():
             preds = predictor([room["rgb"] for room in rooms])

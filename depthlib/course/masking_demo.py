@@ -10,11 +10,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from depthlib.course.gallery import file_samples
-from depthlib.data.transforms import resize_rgb
+from depthlib.data.pools import center_crop_to_aspect, fit_to_size
 from depthlib.errors import ConfigError, DataError
 from depthlib.spark.model import patchify, unpatchify
 from depthlib.spark.sparse import upsample_mask
@@ -31,17 +30,6 @@ __all__ = [
 ]
 
 
-def center_crop_to_aspect(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The largest centred crop of an (H, W, 3) image with the aspect ratio height:width (so a
-    figure size the patch divides, e.g. 224×320, does not distort a 240×320 room)."""
-    h, w = rgb.shape[:2]
-    if h * width > w * height:  # too tall: crop rows
-        new_h = max(1, round(w * height / width))
-        return rgb[(h - new_h) // 2 :][:new_h]
-    new_w = max(1, round(h * width / height))
-    return rgb[:, (w - new_w) // 2 :][:, :new_w]
-
-
 def room_images(
     path: str | os.PathLike, indices: Sequence[int], height: int = 224, width: int = 320
 ) -> torch.Tensor:
@@ -51,10 +39,8 @@ def room_images(
         raise ConfigError(f"height and width must be positive, got {height}x{width}.")
     out = []
     for sample in file_samples(path, indices):
-        rgb = center_crop_to_aspect(sample["rgb"], height, width)
-        if rgb.shape[:2] != (height, width):
-            rgb = resize_rgb(rgb, (height, width))
-        out.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        rgb = fit_to_size(sample["rgb"], (height, width))
+        out.append(torch.from_numpy(rgb).permute(2, 0, 1))
     if not out:
         raise DataError("room_images needs at least one index.")
     return torch.stack(out).float() / 255.0

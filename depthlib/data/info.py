@@ -45,7 +45,6 @@ def export_summary(path: str | os.PathLike, max_images: int = 200) -> dict:
     from depthlib.data.folders import find_test_list
 
     reader = open_depth_dataset(path)
-    picked = evenly_spaced(len(reader), max_images)
     h, w = reader.image_size
     test = find_test_list(path)
     return {
@@ -56,7 +55,7 @@ def export_summary(path: str | os.PathLike, max_images: int = 200) -> dict:
         "width": w,
         "depth_scale": reader.depth_scale,
         "test_list": str(test) if test else None,
-        **_depth_fields(reader, picked),
+        **_depth_fields(reader, evenly_spaced(len(reader), max_images)),
     }
 
 
@@ -71,11 +70,9 @@ def dataset_summary(path: str | os.PathLike, max_images: int = 200) -> dict:
         raise ConfigError(f"max_images must be at least 1, got {max_images}.")
     if Path(path).suffix.lower() in (".csv", ".txt"):
         return export_summary(path, max_images)
-    filled = NYULabeled(path, split="all")
-    raw = NYULabeled(path, split="all", depth="raw")
+    filled, raw = NYULabeled(path, split="all"), NYULabeled(path, split="all", depth="raw")
     n = len(filled)
-    picked = evenly_spaced(n, max_images)
-    depth = _depth_fields(filled, picked, raw)
+    depth = _depth_fields(filled, evenly_spaced(n, max_images), raw)
     filled.close()
     raw.close()
     splits = find_splits_file(path)

@@ -146,9 +146,8 @@ def _from_h5(value):
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.ndarray) and value.dtype.kind == "O":
-        return np.array([v.decode() if isinstance(v, bytes) else v for v in value.ravel()]).reshape(
-            value.shape
-        )
+        decoded = [v.decode() if isinstance(v, bytes) else v for v in value.ravel()]
+        return np.array(decoded).reshape(value.shape)
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -107,18 +107,22 @@ def held_out_rooms_seed(labelled_seed: int) -> int:
     return int(labelled_seed) + HELD_OUT_ROOMS
 
 
-def fit_to_size(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (h, w, 3) → (H, W, 3): the largest centred crop of the target aspect, then resized
-    (box filter when shrinking), so nothing is stretched."""
-    out_h, out_w = size
+def center_crop_to_aspect(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The largest centred crop of an (H, W, 3) image with the aspect ratio height:width (so a
+    figure size the patch divides, e.g. 224×320, does not distort a 240×320 room)."""
     h, w = rgb.shape[:2]
-    if h * out_w > w * out_h:  # too tall
-        ch, cw = max(1, round(w * out_h / out_w)), w
-    else:
-        ch, cw = h, max(1, round(h * out_w / out_h))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = np.ascontiguousarray(rgb[top : top + ch, left : left + cw])
-    return crop if crop.shape[:2] == (out_h, out_w) else resize_rgb(crop, (out_h, out_w))
+    if h * width > w * height:  # too tall: crop rows
+        new_h = max(1, round(w * height / width))
+        return rgb[(h - new_h) // 2 :][:new_h]
+    new_w = max(1, round(h * width / height))
+    return rgb[:, (w - new_w) // 2 :][:, :new_w]
+
+
+def fit_to_size(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w, 3) → (H, W, 3): :func:`center_crop_to_aspect`, then resized (box filter
+    when shrinking), so nothing is stretched."""
+    crop = np.ascontiguousarray(center_crop_to_aspect(rgb, *size))
+    return crop if crop.shape[:2] == tuple(size) else resize_rgb(crop, tuple(size))
 
 
 def _allocate(n: int, size: tuple[int, int], max_bytes: float) -> torch.Tensor:
@@ -193,12 +197,6 @@ def labeled_pool(
     return ImagePool(images, f"{Path(path)} ({split} split, RGB only)", len(reader))
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-
-
 def folder_pool(
     folder: str | os.PathLike,
     size: tuple[int, int],
@@ -213,7 +211,10 @@ def folder_pool(
     ``n_images``: preloaded, undecodable files skipped and listed (a corrupt file should not cost
     a run); streamed instead when they would not fit in ``max_preload_bytes``."""
     folder = Path(folder)
-    files = _image_files(folder) if files is None else list(files)
+    if files is None:
+        found = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in found if p.is_file())
+    files = list(files)
     if not files:
         raise DataError(
             f"No images in {folder}: looked for {', '.join(IMAGE_SUFFIXES)} files in it and its "

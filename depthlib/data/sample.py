@@ -36,12 +36,7 @@ def make_sample(rgb: np.ndarray, depth: np.ndarray, index: int, name: str) -> di
             f"Sample {name!r}: colour image {rgb.shape} and depth map {depth.shape} do not match "
             "(expected (H, W, 3) and (H, W) of the same size). Re-export this pair."
         )
-    valid = valid_depth(depth)
+    with np.errstate(invalid="ignore"):  # raw depth marks holes with 0
+        valid = np.isfinite(depth) & (depth > MIN_VALID_DEPTH)
     depth[~valid] = 0.0
     return {"rgb": rgb, "depth": depth, "valid": valid, "index": int(index), "name": str(name)}
-
-
-def valid_depth(depth: np.ndarray) -> np.ndarray:
-    """Which pixels carry a measurement: finite and above 1 mm (raw depth marks holes with 0)."""
-    with np.errstate(invalid="ignore"):
-        return np.isfinite(depth) & (depth > MIN_VALID_DEPTH)

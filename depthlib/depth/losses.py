@@ -97,30 +97,24 @@ class DepthLoss:
     """
 
     def __init__(
-        self,
-        silog_lambda: float = 0.85,
-        silog_scale: float = 10.0,
-        l1_weight: float = 0.0,
-        grad_weight: float = 0.0,
-        grad_scales: int = 4,
+        self, silog_lambda: float = 0.85, l1_weight: float = 0.0, grad_weight: float = 0.0
     ):
         if not 0.0 <= silog_lambda <= 1.0:
             raise ConfigError(
                 f"silog_lambda must lie in [0, 1] (BTS/AdaBins use 0.85), got {silog_lambda}."
             )
-        self.silog_lambda, self.silog_scale = silog_lambda, silog_scale
-        self.l1_weight, self.grad_weight, self.grad_scales = l1_weight, grad_weight, grad_scales
+        self.silog_lambda, self.l1_weight, self.grad_weight = silog_lambda, l1_weight, grad_weight
 
     def components(self, pred, gt, valid=None) -> dict[str, torch.Tensor]:
         """Each active term before weighting (for logging), plus ``total``."""
-        parts = {"silog": silog_loss(pred, gt, valid, self.silog_lambda, self.silog_scale)}
+        parts = {"silog": silog_loss(pred, gt, valid, self.silog_lambda)}
         total = parts["silog"]
         if self.l1_weight:
             ok = _prepare(pred, gt, valid)
             parts["l1"] = (pred[ok] - gt[ok]).abs().mean() if ok.any() else pred.sum() * 0.0
             total = total + self.l1_weight * parts["l1"]
         if self.grad_weight:
-            parts["grad"] = gradient_matching_loss(pred, gt, valid, self.grad_scales)
+            parts["grad"] = gradient_matching_loss(pred, gt, valid)
             total = total + self.grad_weight * parts["grad"]
         parts["total"] = total
         return parts

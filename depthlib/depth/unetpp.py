@@ -79,13 +79,8 @@ class DepthUNetPlusPlus(nn.Module):
                 f"decoder_channels must hold {encoder_depth} positive widths (one per encoder "
                 f"stage), got {decoder_channels}; e.g. {list(SMP_DEFAULT_DECODER[:encoder_depth])}."
             )
-        self.config = {
-            "encoder": encoder,
-            "encoder_depth": encoder_depth,
-            "decoder_channels": decoder_channels,
-            "min_depth": float(min_depth),
-            "max_depth": float(max_depth),
-        }
+        values = (encoder, encoder_depth, decoder_channels, float(min_depth), float(max_depth))
+        self.config = dict(zip(CONFIG_KEYS, values, strict=True))
         source = weights_source(encoder, encoder_weights)
         # Where the encoder's initial weights came from (provenance for logs; not architecture).
         self.encoder_weights = None if source is None else str(encoder_weights)

@@ -163,9 +163,7 @@ class DepthTask(Task):
         metrics = score_model(
             model, self.val_set, batch_size=self.batch_size, eigen_crop=self.eigen_crop
         )
-        metrics.pop("n_skipped", None)
-        metrics.pop("seconds", None)
-        return metrics
+        return {k: v for k, v in metrics.items() if k not in ("n_skipped", "seconds")}
 
 
 @dataclass
@@ -242,10 +240,8 @@ def finetune(
         model.freeze_encoder()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    example = torch.zeros(1, 3, cfg.height, cfg.width)
-    micro, plan = choose_micro_batch(
-        model, example, cfg.batch_size, cfg.micro_batch, resolve_device(device)
-    )
+    example, on = torch.zeros(1, 3, cfg.height, cfg.width), resolve_device(device)
+    micro, plan = choose_micro_batch(model, example, cfg.batch_size, cfg.micro_batch, on)
     if progress and micro < cfg.batch_size:
         print(plan)
     cfg = dataclasses.replace(cfg, micro_batch=micro)  # "auto" resolved: what the loop runs

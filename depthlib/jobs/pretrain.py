@@ -93,14 +93,12 @@ class SparkTask(Task):
 
     def inputs(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised images, mask) of a batch: the same for the same batch seed."""
-        spark = unwrap_model(model)
-        rgb = batch["rgb"]
-        seed = batch["seed"]  # one per batch, or one per image when streamed: take the first
+        rgb, seed = batch["rgb"], batch["seed"]  # a seed per batch, or per image when streamed
         seed = int(seed.reshape(-1)[0]) if isinstance(seed, torch.Tensor) else int(seed)
         generator = torch.Generator().manual_seed(seed)
         x = random_resized_crop(rgb, generator) if self.augment else rgb.float() / 255.0
         b, _, h, w = x.shape
-        mask = spark.random_mask(b, h, w, generator=generator).to(x.device)
+        mask = unwrap_model(model).random_mask(b, h, w, generator=generator).to(x.device)
         return normalize(x), mask
 
     def training_step(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict]:
@@ -109,8 +107,7 @@ class SparkTask(Task):
             return model(images, mask)[0], {}
         with torch.autocast(images.device.type, dtype=torch.bfloat16):
             _, prediction = model(images, mask)
-        spark = unwrap_model(model)
-        return masked_patch_loss(prediction.float(), images, mask, spark.patch), {}
+        return masked_patch_loss(prediction.float(), images, mask, unwrap_model(model).patch), {}
 
     def on_epoch_end(self, model: nn.Module, epoch: int, row) -> dict | None:
         merged: dict = {}
@@ -319,10 +316,8 @@ def pretrain(
     model = build_spark(cfg)  # first: a bad encoder name fails before any data work
     size = (cfg.height, cfg.width)
     rooms_seed = unlabelled_rooms_seed(prof.rooms.seed)
-    rooms_cache = None
-    if cache_rooms and str(data) == "rooms":
-        name = f"unlabelled-rooms-n{cfg.n_images}-{cfg.height}x{cfg.width}-seed{rooms_seed}.mat"
-        rooms_cache = data_dir() / name
+    name = f"unlabelled-rooms-n{cfg.n_images}-{cfg.height}x{cfg.width}-seed{rooms_seed}.mat"
+    rooms_cache = data_dir() / name if cache_rooms and str(data) == "rooms" else None
     pool = load_image_pool(
         data, size, cfg.n_images, rooms_seed=rooms_seed, rooms_cache=rooms_cache, seed=cfg.seed,
         progress=progress, max_preload_bytes=max_preload_bytes,

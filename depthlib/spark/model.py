@@ -148,14 +148,8 @@ class SparK(nn.Module):
             raise ConfigError(f"masking must be one of {MASKINGS}, got {masking!r}.")
         if gather and masking != "sparse":
             raise ConfigError("gather applies to the sparse encoder; zero-out runs it dense.")
-        self.config = {
-            "encoder": encoder,
-            "encoder_depth": encoder_depth,
-            "decoder_width": decoder_width,
-            "mask_ratio": float(mask_ratio),
-            "masking": masking,
-            "gather": list(gather),
-        }
+        values = (encoder, encoder_depth, decoder_width, float(mask_ratio), masking, list(gather))
+        self.config = dict(zip(CONFIG_KEYS, values, strict=True))
         self.patch = 2**encoder_depth
         self.mask_ratio = float(mask_ratio)
         dense = build_encoder(encoder, encoder_depth)  # checks the name and depth first

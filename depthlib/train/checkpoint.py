@@ -300,10 +300,8 @@ class CheckpointStore:
         return folder
 
     def _prune(self, current: Path) -> None:
-        keep = {current.name}
         best = self.best()
-        if best is not None:
-            keep.add(best.name)
+        keep = {current.name} | ({best.name} if best is not None else set())
         epochs = sorted(p.name for p in self.root.iterdir() if p.name.startswith("epoch_"))
         keep.update(epochs[-self.keep_last :])
         for path in self.root.iterdir():

@@ -176,8 +176,7 @@ class TrainingRun:
             "model": model_spec(self.model),
             "torch_version": torch.__version__,
         }
-        weights = self.model.state_dict()
-        self.last_ckpt = self.store.save(name, weights, state, meta, best=is_best)
+        self.last_ckpt = self.store.save(name, self.model.state_dict(), state, meta, best=is_best)
 
     def _diverged(self, what: str, value: float) -> TrainingDiverged:
         last = self.last_ckpt and f"the last good checkpoint is {printable_path(self.last_ckpt)}"

@@ -16,7 +16,6 @@ epochs, a per-epoch schedule would change the learning rate in a handful of coar
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -28,13 +27,10 @@ __all__ = ["WarmupCosine", "lr_factor", "make_optimizer", "param_groups"]
 DEFAULT_NO_DECAY_KEYS = ("mask_token", "pos_embed", "cls_token")
 
 
-def param_groups(
-    model: nn.Module, weight_decay: float, no_decay_keys: Iterable[str] = DEFAULT_NO_DECAY_KEYS
-) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters split into a decayed group and a decay-free group (see module doc)."""
     target = unwrap_model(model)
     named_exempt = set(getattr(target, "no_weight_decay", lambda: ())())
-    keys = tuple(no_decay_keys)
     decay, no_decay = [], []
     for name, param in target.named_parameters():
         if not param.requires_grad:
@@ -43,7 +39,7 @@ def param_groups(
             param.ndim <= 1
             or name.endswith(".bias")
             or name in named_exempt
-            or any(k in name for k in keys)
+            or any(k in name for k in DEFAULT_NO_DECAY_KEYS)
         )
         (no_decay if exempt else decay).append(param)
     groups = [
@@ -53,18 +49,12 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(
-    model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    no_decay_keys: Iterable[str] = DEFAULT_NO_DECAY_KEYS,
-) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` of ``model``."""
-    groups = param_groups(model, weight_decay, no_decay_keys)
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.999) over :func:`param_groups` of ``model``."""
+    groups = param_groups(model, weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -35,10 +35,6 @@ class RunLog:
         self.jsonl = run_dir / LOG_NAME if run_dir else None
         self.csv = run_dir / "log.csv" if run_dir else None
 
-    @property
-    def paths(self) -> list[Path]:
-        return [p for p in (self.jsonl, self.csv) if p is not None]
-
     def append(self, row: Mapping, history: list[Mapping]) -> None:
         if self.jsonl is None:
             return
@@ -53,7 +49,7 @@ class RunLog:
         if self.jsonl is None:
             return
         if not history:
-            for path in self.paths:
+            for path in (self.jsonl, self.csv):
                 path.unlink(missing_ok=True)
             return
         atomic_write_text(self.jsonl, "".join(json.dumps(r, default=float) + "\n" for r in history))

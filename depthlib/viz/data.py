@@ -134,11 +134,9 @@ def plot_rooms_knobs(sweeps: Sequence[Mapping]):
     y = top
     for sweep, n_rows in zip(sweeps, block_rows, strict=True):
         knob = sweep["knob"]
-        verdict = (
-            "geometry changes: depth maps differ"
-            if sweep["depth_changes"]
-            else "depth map identical for every value"
-        )
+        verdict = "depth map identical for every value"
+        if sweep["depth_changes"]:
+            verdict = "geometry changes: depth maps differ"
         title = f"{knob}: {KNOB_MEANINGS.get(knob, '')} — {verdict}"
         y_mid = 1 - (y + block_title / 2) / fig_h
         fig.text(0.5, y_mid, title, ha="center", va="center", fontsize=10.5, fontweight="bold")

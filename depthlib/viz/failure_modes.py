@@ -82,12 +82,8 @@ def plot_knob_sweep(rows_by_model: Mapping[str, Sequence[Mapping]], knob: str):
                         got[:, 2] - got[:, 0]], marker="o", capsize=3, label=name,
                         color=MODEL_COLORS[k % len(MODEL_COLORS)])  # fmt: skip
     for ax, key in zip(axes, keys, strict=True):
-        left, right = ax.get_xlim()
-        lo, hi = (
-            (max(left, min(r)), min(right, max(r)))
-            if (r := DRAW_RANGES.get(knob))
-            else (left, right)
-        )
+        (left, right), r = ax.get_xlim(), DRAW_RANGES.get(knob)
+        lo, hi = (max(left, min(r)), min(right, max(r))) if r else (left, right)
         for a, b in ((left, lo), (hi, right)):
             if b > a:
                 ax.axvspan(a, b, color="0.9", zorder=0, lw=0)

@@ -74,17 +74,13 @@ def plot_conv_vs_sparse_conv(footprints: dict, patch: int | None = None, stage: 
             if k == 1 and window is not None:
                 y, x = window
                 ax.add_patch(Rectangle((x - 1.5, y - 1.5), 3, 3, fill=False, ec="black", lw=1.6))
-    fig.legend(
-        handles=[
-            Patch(color=SPARSE_COLOR, label="visible site (has features)"),
-            Patch(color=DENSE_COLOR, label="masked site the conv wrote into"),
-            Patch(color="#eeeeee", label="masked site, empty"),
-            Patch(fill=False, ec="black", lw=1.6, label="one 3×3 window centred on a masked site"),
-        ],
-        loc="outside lower center",
-        ncol=4,
-        frameon=False,
-    )
+    handles = [
+        Patch(color=SPARSE_COLOR, label="visible site (has features)"),
+        Patch(color=DENSE_COLOR, label="masked site the conv wrote into"),
+        Patch(color="#eeeeee", label="masked site, empty"),
+        Patch(fill=False, ec="black", lw=1.6, label="one 3×3 window centred on a masked site"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
     where = f" (stage {stage}, stride {2**stage})" if stage is not None else ""
     h, w = visible.shape
     fig.suptitle(f"3×3 convolutions on a masked {h}×{w} feature map{where}", fontsize=12)
