@@ -169,6 +169,8 @@ def test_verdict_confirmed_refuted_and_inconclusive():
     assert (
         no_threshold["verdict"] == "confirmed" and "material size = 0%" in no_threshold["sentence"]
     )
+    unchanged = claim_verdict(_rows(base, base), "dark", min_effect=0.0)  # CI [0, 0]
+    assert unchanged["verdict"] == "refuted"
 
 
 def test_stress_values_are_marked_in_or_out_of_the_training_draws():

@@ -299,9 +299,9 @@ def claim_verdict(
     material = min_effect * abs(mean_ref)
     effect = float(d.mean())
     verdict = "inconclusive"
-    if lo >= material:
+    if lo > 0 and lo >= material:  # with a material size of 0, still above 0
         verdict = "confirmed"
-    elif hi < material:
+    elif hi < material or hi <= 0:  # no worsening at all is refuted at any material size
         verdict = "refuted"
     elif lo > 0:
         verdict = "detected"
