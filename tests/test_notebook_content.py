@@ -2,6 +2,7 @@
 learner can check, no text pointing outside the repository and no machine's absolute paths in
 the committed outputs (they would say where one machine keeps its files, and nothing else)."""
 
+import json
 import re
 
 import nbformat
@@ -121,3 +122,15 @@ def test_a_checked_equality_is_true_not_pinned_false(path):
         if FALSE_EQUALITY.search(line)
     ]
     assert not wrong, f"{path.name} pins a false equality: {wrong}"
+
+
+def test_every_chapter_has_a_solutions_notebook_that_opens_with_the_install_cell():
+    assert NOTEBOOKS
+    for chapter in NOTEBOOKS:
+        solutions = chapter.parent / "solutions" / f"{chapter.name[:2]}_solutions.ipynb"
+        assert solutions.is_file(), f"{chapter.name} has no {solutions.name}"
+        cells = json.loads(solutions.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert code[0]["id"] == "install" and "assert " in "".join(
+            "".join(c["source"]) for c in code
+        ), f"{solutions.name}: install cell first, and its checks as asserts"
