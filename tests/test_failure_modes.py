@@ -171,6 +171,8 @@ def test_verdict_confirmed_refuted_and_inconclusive():
     )
     unchanged = claim_verdict(_rows(base, base), "dark", min_effect=0.0)  # CI [0, 0]
     assert unchanged["verdict"] == "refuted"
+    with pytest.raises(ConfigError, match="min_effect"):
+        claim_verdict(_rows(base, base), "dark", min_effect=-0.1)
 
 
 def test_stress_values_are_marked_in_or_out_of_the_training_draws():

@@ -272,6 +272,10 @@ def claim_verdict(
     ground truth does to the measure alone). ``measure``: read another row key than the claim's.
     """
     c = CLAIMS[claim] if isinstance(claim, str) and claim in CLAIMS else claim
+    if not 0.0 <= float(min_effect) < 1.0:
+        raise ConfigError(
+            f"min_effect is a share of the reference value in [0, 1), got {min_effect!r}."
+        )
     if not isinstance(c, Claim):
         raise ConfigError(f"Unknown claim {claim!r}; choose one of {', '.join(CLAIMS)}.")
     if measure is not None:
