@@ -10,9 +10,11 @@ continues where it stopped.
     python benchmarks/bench_transfer.py                          # the full study, cpu profile
     python benchmarks/bench_transfer.py --profile quick --out /tmp/study.json   # seconds
 
-Writes ``benchmarks/results/transfer_study.json`` (commit, date, machine, torch, settings hash,
-every run's metrics and step times, pretraining loss curves) and prints the tables and verdicts.
-Run it alone on the machine: its step times decide the compute-matched budget.
+Writes ``benchmarks/results/transfer_study_budgets.json`` (``--design cpu-2026-12-02``:
+``transfer_study.json``): settings hash, every run's metrics and step times, pretraining loss
+curves, and the provenance of each session that ran part of it (commit, date, CPU kind, wall
+time, runs finished). Prints the tables and verdicts. Run it alone on the machine: its step
+times decide the compute-matched budget.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import REPO, commit
+from provenance import REPO, provenance
 
 from depthlib.course.statistics import (
     comparisons_note,
@@ -38,7 +40,7 @@ from depthlib.course.study import ARMS, course_data, run_study, study_dir
 from depthlib.profiles import StudyConfig, get_profile
 from depthlib.train.runlog import read_run_rows
 
-RESULTS = REPO / "benchmarks" / "results" / "transfer_study.json"
+RESULTS = REPO / "benchmarks" / "results"
 FULL = {
     # Sized to about 5 h on 2 cores (measured: a 1x pretraining ~5.6 min, a 5-epoch fine-tune on the
     # 3449-room pool ~2.4 min): three pretraining runs per pretrained arm, SparK at 1x, 2x and 4x its
@@ -79,18 +81,32 @@ def pretraining_curves(profile, data, study) -> dict:
     return curves
 
 
+OUT = {"cpu": "transfer_study_budgets.json", "cpu-2026-12-02": "transfer_study.json"}
+
+
+def earlier_sessions(path: Path) -> list[dict]:
+    """The sessions that wrote ``path`` so far: a study that resumes across sessions keeps each
+    one's commit, CPU kind and wall time (a file from before this list: its last session only)."""
+    if not path.is_file():
+        return []
+    prov = json.loads(path.read_text())["provenance"]
+    keep = ("commit", "date", "machine", "cpu", "torch", "wall_s", "runs_before")
+    return prov.get("sessions") or [{k: prov[k] for k in keep if k in prov}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(RESULTS), help="results file (JSON)")
+    parser.add_argument("--out", help="results file (JSON); default: the design's file")
     parser.add_argument("--design", choices=list(FULL), help="default: the profile's name")
     parser.add_argument("--overwrite", action="store_true", help="replace a file of another study")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
-    study = FULL[args.design or (profile.name if profile.name in FULL else "cpu")]
-    out = Path(args.out)
+    study_name = args.design or (profile.name if profile.name in FULL else "cpu")
+    study = FULL[study_name]
+    out = Path(args.out or RESULTS / OUT.get(study_name, f"transfer_study_{study_name}.json"))
     if out.is_file() and not args.overwrite:  # the same study's partial file grows; another's stays
         made = json.loads(out.read_text()).get("settings_hash")
         if made != settings_hash(profile, study):
@@ -101,9 +117,15 @@ def main() -> None:
     data = course_data(profile)
     matched = study_dir(profile, data) / "compute_match.json"
 
+    sessions = earlier_sessions(out)
+    this_session = provenance() | {"runs_before": len(json.loads(out.read_text())["runs"])
+                                   if sessions else 0}  # fmt: skip
+
     def record_of(runs, complete: bool) -> dict:
-        seconds = time.monotonic() - start
-        extra = {"commit": commit(), "wall_s": round(seconds), "complete": complete}
+        now = this_session | {"wall_s": round(time.monotonic() - start)}
+        every = sessions + [now]
+        extra = now | {"updated": time.strftime("%Y-%m-%d %H:%M"), "complete": complete,
+                       "wall_s": sum(s["wall_s"] for s in every), "sessions": every}  # fmt: skip
         record = results_record(runs, profile, study, extra)
         compute_match = json.loads(matched.read_text()) if matched.is_file() else None
         record["pretraining"] = pretraining_curves(profile, data, study)
@@ -112,7 +134,7 @@ def main() -> None:
         return record
 
     def partial(runs) -> None:  # the file grows with the study: commit it between sessions
-        write_results(args.out, record_of(runs, complete=False))
+        write_results(out, record_of(runs, complete=False))
 
     runs = run_study(profile, study=study, progress=False, after_each=partial)
     record = record_of(runs, complete=True)
@@ -120,7 +142,7 @@ def main() -> None:
     for v in record["verdicts"]:
         print("-", v["summary"])
     print(comparisons_note(record["verdicts"]))
-    path = write_results(args.out, record)
+    path = write_results(out, record)
     print(f"wrote {path} after {record['provenance']['wall_s'] / 60:.1f} min")
 
 

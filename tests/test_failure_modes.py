@@ -183,6 +183,10 @@ def test_stress_values_are_marked_in_or_out_of_the_training_draws():
     rng = np.random.default_rng(0)
     draws = [draw_knobs(np.random.default_rng(i)) for i in range(300)]
     assert all(in_training_draws(k, d[k]) for d in draws for k in DRAW_RANGES)
+    assert set(DRAW_RANGES) == set(RoomKnobs.names())  # every knob says what its draws cover
+    assert not in_training_draws("camera_height", 0.5) and not in_training_draws("n_objects", 20)
+    with pytest.raises(ValueError, match="Unknown room knob 'lights'"):
+        in_training_draws("lights", 1.0)
     c = CLAIMS["similar_colour"]
     base = rng.uniform(0.2, 0.3, 10)
     verdict = claim_verdict(_rows(base + 0.1, base, c.knob, c.stress, c.reference, c.measure), c)

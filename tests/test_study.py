@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -329,3 +330,20 @@ def test_a_re_rendered_rooms_file_keeps_its_study(tmp_path):
     first = synthesize(tmp_path / "a.mat", 4, (32, 48), 5, workers=1, progress=False)
     again = synthesize(tmp_path / "b.mat", 4, (32, 48), 5, workers=1, progress=False)
     assert data_identity(first) == data_identity(again)  # no write time inside the file
+
+
+def test_a_study_resumed_across_sessions_keeps_each_sessions_provenance(tmp_path, monkeypatch):
+    """bench_transfer's file records every session that ran part of the study, not only the
+    last one: a file from before the list becomes its one session."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    earlier_sessions = importlib.import_module("bench_transfer").earlier_sessions
+    path = tmp_path / "study.json"
+    assert earlier_sessions(path) == []
+    old = {"commit": "abc", "date": "d", "wall_s": 60, "complete": False, "machine": "m"}
+    path.write_text(json.dumps({"provenance": old, "runs": []}))
+    assert earlier_sessions(path) == [{"commit": "abc", "date": "d", "machine": "m", "wall_s": 60}]
+    sessions = [{"commit": "abc", "wall_s": 60}, {"commit": "def", "cpu": "x", "wall_s": 5}]
+    path.write_text(json.dumps({"provenance": old | {"sessions": sessions}, "runs": []}))
+    assert earlier_sessions(path) == sessions

@@ -102,7 +102,9 @@ CLAIMS: dict[str, Claim] = {
 def in_training_draws(knob: str, value: float) -> bool:
     """Whether the training rooms' default draws cover ``value`` of ``knob`` (a sweep value
     outside them is an out-of-distribution test as well as a test of the factor)."""
-    lo, hi = DRAW_RANGES.get(knob, (-math.inf, math.inf))
+    if knob not in DRAW_RANGES:
+        raise ValueError(f"Unknown room knob {knob!r}; the knobs are {', '.join(DRAW_RANGES)}.")
+    lo, hi = DRAW_RANGES[knob]
     return lo - 1e-9 <= float(value) <= hi + 1e-9
 
 

@@ -70,13 +70,18 @@ class RoomKnobs:
         return self
 
 
-# What the default draws of the stress knobs cover (a constant knob: one value). A sweep value
-# outside its range tests a model out of its training distribution.
+# What the default draws of every knob cover (a constant knob: one value); draw_knobs reads
+# them. A sweep value outside its range tests a model out of its training distribution.
 DRAW_RANGES = {
     "light": (0.1, 1.3),
     "size_scale": (1.0, 1.0),
     "contrast": (0.15, 1.0),
     "object_albedo": (1.0, 1.0),
+    "n_objects": (3, 14),
+    "noise": (0.003, 0.02),
+    "camera_height": (1.0, 1.8),
+    "pitch_deg": (-5.0, 30.0),
+    "roll_deg": (-5.0, 5.0),
 }
 
 
@@ -96,11 +101,11 @@ def draw_knobs(rng: np.random.Generator, overrides: RoomKnobs | None = None) -> 
         "size_scale": r["size_scale"][0],  # a stress knob: catalogue sizes unless forced
         "contrast": float(rng.uniform(*r["contrast"])),
         "object_albedo": r["object_albedo"][0],  # a constant, no draw: default rooms unchanged
-        "n_objects": int(rng.integers(3, 15)),
-        "noise": float(rng.uniform(0.003, 0.02)),
-        "camera_height": float(np.clip(rng.normal(1.4, 0.15), 1.0, 1.8)),
-        "pitch_deg": float(rng.uniform(-5.0, 30.0)),
-        "roll_deg": float(np.clip(rng.normal(0.0, 2.0), -5.0, 5.0)),
+        "n_objects": int(rng.integers(r["n_objects"][0], r["n_objects"][1] + 1)),
+        "noise": float(rng.uniform(*r["noise"])),
+        "camera_height": float(np.clip(rng.normal(1.4, 0.15), *r["camera_height"])),
+        "pitch_deg": float(rng.uniform(*r["pitch_deg"])),
+        "roll_deg": float(np.clip(rng.normal(0.0, 2.0), *r["roll_deg"])),
     }
     if overrides is not None:
         overrides = overrides.validated()
