@@ -263,7 +263,12 @@ def test_build_model_rebuilds_allowed_classes_only(tmp_path):
     model.config = {"width": 4}
     folder = save_checkpoint(tmp_path / "c", model.state_dict(), {}, {"model": model_spec(model)})
     ckpt = load_checkpoint(folder)
-    with pytest.raises(CheckpointError, match="only depthlib. classes"):
+    with pytest.raises(CheckpointError, match="only depthlib.depth., depthlib.spark. classes"):
         ckpt.build_model()  # this test module is not part of depthlib
+    jobs = {"model": {"class": "depthlib.jobs.finetune.build_model", "config": {}}}
+    with pytest.raises(
+        CheckpointError, match="does not say how to rebuild"
+    ):  # the model layers only
+        load_checkpoint(save_checkpoint(tmp_path / "j", model.state_dict(), {}, jobs)).build_model()
     rebuilt = ckpt.build_model(allowed_prefixes=(__name__,))
     assert isinstance(rebuilt, Small) and torch.equal(rebuilt.head.weight, model.head.weight)

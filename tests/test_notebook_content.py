@@ -96,7 +96,9 @@ def test_the_path_pattern_catches_machine_paths_and_spares_units_and_variables()
 # False: nbval would pin a wrong answer. Plain facts that happen to be False ("splits.mat is HDF5:
 # False", "depth changes False") are not equality checks.
 FALSE_EQUALITY = re.compile(
-    r"(\S\s=\s\S|\b(equal|equals|match|matches|agree|agrees|identical|same)\b)[^\n]*\bFalse\b", re.I
+    r"^\s*False\s*$|(\S\s==?\s\S|\b(equal|equals|match|matches|agree|agrees|identical|same|close"
+    r"|allclose)\b)[^\n]*\bFalse\b",
+    re.I,
 )
 
 
@@ -104,6 +106,10 @@ def test_the_false_equality_rule_reads_lines_as_meant():
     assert FALSE_EQUALITY.search("per-image metrics, by hand = depthlib: False")
     assert FALSE_EQUALITY.search("sparse and reference outputs identical: False")
     assert not FALSE_EQUALITY.search("per-image metrics, by hand = depthlib: True")
+    assert FALSE_EQUALITY.search("generator(0), step 0 == seed 0: False")
+    assert FALSE_EQUALITY.search("False")  # a bare torch.equal / allclose printed
+    assert FALSE_EQUALITY.search("gradients close to the reference: False")
+    assert not FALSE_EQUALITY.search("generator(0), step 0 == seed 0: True")
     assert not FALSE_EQUALITY.search("splits.mat is HDF5: False")
     assert not FALSE_EQUALITY.search(
         "light values [0.15, 0.4]: RGB changes True, depth changes False"

@@ -146,6 +146,37 @@ def test_the_held_out_rooms_never_overlap_the_training_pool_or_the_labelled_set(
     assert not any(torch.equal(x, y) for x in a for y in b)
 
 
+def test_pretrain_holds_out_rooms_of_their_own_seed_and_a_folders_last_files(tmp_path):
+    """What pretrain() actually splits: the held-out rooms are the held-out seed's, none in the
+    training pool; a folder's held-out files are left out of training."""
+    import dataclasses
+
+    from depthlib.jobs.pretrain import _held_out_split
+
+    prof = get_profile("quick")
+    cfg = dataclasses.replace(prof.pretrain, held_out=3, height=32, width=48)
+    train = rooms_pool(
+        6, (32, 48), unlabelled_rooms_seed(prof.rooms.seed), progress=False, workers=1
+    )
+    kept, held = _held_out_split(train, "rooms", cfg, prof, cache=False, progress=False)
+    expected = rooms_pool(
+        3, (32, 48), held_out_rooms_seed(prof.rooms.seed), progress=False, workers=1
+    )
+    assert torch.equal(held, expected.images) and torch.equal(kept.images, train.images)
+    assert not any(torch.equal(x, y) for x in held for y in kept.images)
+    image_folder(tmp_path / "imgs", n=30)
+    for limit in (1e9, 0):  # preloaded and streamed pools
+        pool = folder_pool(tmp_path / "imgs", (32, 48), progress=False, max_preload_bytes=limit)
+        kept, held = _held_out_split(
+            pool, tmp_path / "imgs", cfg, prof, cache=False, progress=False
+        )
+        assert len(held) == 3 and len(kept) == len(pool) - 3
+        if pool.images is None:
+            assert kept.images is None and not set(kept.files) & set(pool.files[-3:])
+        else:
+            assert not any(torch.equal(x, y) for x in held for y in kept.images)
+
+
 def test_held_out_loss_scores_fixed_masks_against_the_flat_prediction_and_keeps_the_model():
     torch.manual_seed(0)
     model = SparK("resnet18", encoder_depth=4, decoder_width=16)

@@ -486,9 +486,14 @@ def test_a_context_without_an_active_mask_says_how_to_give_one():
 
 
 @pytest.mark.parametrize("encoder", ["tu-efficientnet_lite0", "resnet50"])
-def test_gathered_1x1_convolutions_equal_masked_dense_forward_and_gradients(encoder):
+def test_gathered_1x1_convolutions_equal_masked_dense_forward_and_gradients(encoder, monkeypatch):
+    from depthlib.spark import sparse
     from depthlib.spark.model import SparK
     from depthlib.spark.sparse import conv_kind
+
+    gathers = []  # every gather, so the test sees the gathered path run (not two dense models)
+    real_gather = sparse._gather
+    monkeypatch.setattr(sparse, "_gather", lambda x, m: gathers.append(1) or real_gather(x, m))
 
     torch.manual_seed(0)
     dense_path = SparK(encoder, encoder_depth=4, decoder_width=32)
@@ -499,14 +504,21 @@ def test_gathered_1x1_convolutions_equal_masked_dense_forward_and_gradients(enco
     images = torch.randn(4, 3, 32, 48)
     mask = make_patch_mask(4, 32, 48, 16, 0.6, seed=1)
     results = []
+    n_gathers = []
     for model in (dense_path, gathered):
+        gathers.clear()
         loss, _ = model(images, mask)
+        n_gathers.append(len(gathers))
         loss.backward()
         with torch.no_grad():
             feats = model.features(images, mask)
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((loss.detach(), feats, grads))
     (loss_a, feats_a, grads_a), (loss_b, feats_b, grads_b) = results
+    n_1x1 = sum(
+        isinstance(m, nn.Conv2d) and conv_kind(m) == "1x1" for m in gathered.encoder.modules()
+    )
+    assert n_gathers[1] - n_gathers[0] == n_1x1  # one gather per 1x1 convolution, none in dense
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-7)
     for fa, fb in zip(feats_a[2:], feats_b[2:], strict=True):
         torch.testing.assert_close(fb, fa, rtol=1e-5, atol=1e-5)

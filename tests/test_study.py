@@ -151,9 +151,35 @@ def test_tables_and_verdicts_read_the_runs(study):
 def test_compute_matching_picks_epochs_from_measured_step_times():
     assert compute_matched_epochs(5, pretrain_s=120.0, finetune_epoch_s=12.0) == 15
     assert compute_matched_epochs(5, pretrain_s=124.0, finetune_epoch_s=10.0) == 17  # 12.4 -> 12
+    assert compute_matched_epochs(5, pretrain_s=126.0, finetune_epoch_s=10.0) == 18  # 12.6 -> 13
     assert compute_matched_epochs(10, pretrain_s=0.0, finetune_epoch_s=10.0) == 10
     with pytest.raises(ConfigError, match="measured step times"):
         compute_matched_epochs(5, 100.0, 0.0)
+
+
+def test_matched_epochs_read_median_step_times_so_one_slow_run_moves_nothing(tmp_path, monkeypatch):
+    from depthlib.course import study as study_module
+
+    runs = [
+        study_module.StudyRun("scratch", 0.1, 5, s, None, tmp_path / f"scratch-{s}")
+        for s in range(3)
+    ]
+    runs += [
+        study_module.StudyRun("spark", 0.1, 5, s, s, tmp_path / f"spark-{s}") for s in range(3)
+    ]
+    seconds = {"scratch-0": 50.0, "scratch-1": 50.0, "scratch-2": 500.0}  # 10 s an epoch; one slow
+    seconds |= {"spark-seed0": 120.0, "spark-seed1": 900.0, "spark-seed2": 120.0}  # one slow
+    monkeypatch.setattr(study_module, "step_seconds", lambda run_dir: seconds[Path(run_dir).name])
+    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 5 + 12  # medians: 120 s / 10 s
+    (match,) = json.loads((tmp_path / "compute_match.json").read_text()).values()
+    assert match == {
+        "pretrain_step_s": 120.0,
+        "finetune_epoch_step_s": 10.0,
+        "epochs": 17,
+        "budget": 1.0,
+    }
+    seconds["spark-seed0"] = 5000.0  # measured once per study: a later timing moves nothing
+    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 17
 
 
 def test_bootstrap_interval_has_known_answers():

@@ -166,7 +166,9 @@ class Checkpoint:
         load_into(unwrap_model(model), self.weights, name=f"Checkpoint {self.path}", hint=hint)
         return model
 
-    def build_model(self, allowed_prefixes: tuple[str, ...] = ("depthlib.",)) -> nn.Module:
+    def build_model(
+        self, allowed_prefixes: tuple[str, ...] = ("depthlib.depth.", "depthlib.spark.")
+    ) -> nn.Module:
         """Rebuild the model named in ``meta.json`` and load the weights into it.
 
         Only classes from ``allowed_prefixes`` modules are imported: a checkpoint is data, so it
