@@ -36,7 +36,7 @@ from depthlib.course.statistics import (
     study_verdicts,
     write_results,
 )
-from depthlib.course.study import ARMS, course_data, run_study, study_dir
+from depthlib.course.study import ARMS, course_data, run_study, step_seconds, study_dir
 from depthlib.profiles import StudyConfig, get_profile
 from depthlib.train.runlog import read_run_rows
 
@@ -76,7 +76,8 @@ def pretraining_curves(profile, data, study) -> dict:
             curves[folder.name] = {
                 "loss": [round(r["train_loss"], 4) for r in rows],
                 "held_out": [round(r["held_out"], 4) for r in rows if "held_out" in r],
-                "step_s": round(sum(r["epoch_time_s"] for r in rows), 1),
+                "step_s": round(step_seconds(folder), 1),
+                "typical_s": round(step_seconds(folder, typical=True), 1),  # slowed epochs ignored
             }
     return curves
 

@@ -157,29 +157,37 @@ def test_compute_matching_picks_epochs_from_measured_step_times():
         compute_matched_epochs(5, 100.0, 0.0)
 
 
-def test_matched_epochs_read_median_step_times_so_one_slow_run_moves_nothing(tmp_path, monkeypatch):
+def test_matched_epochs_read_typical_step_times_so_slowed_runs_move_nothing(tmp_path):
+    """Another job on the machine slows whole runs or some epochs of a run: compute matching reads
+    each run's median epoch × its epochs, then the median over runs, and rounds to nearest."""
     from depthlib.course import study as study_module
 
+    def run(folder, epoch_times):
+        (tmp_path / folder).mkdir(parents=True)
+        rows = [{"epoch": i + 1, "epoch_time_s": t} for i, t in enumerate(epoch_times)]
+        (tmp_path / folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tmp_path / folder
+
     runs = [
-        study_module.StudyRun("scratch", 0.1, 5, s, None, tmp_path / f"scratch-{s}")
-        for s in range(3)
+        study_module.StudyRun("scratch", 0.1, 5, s, None, run(f"scratch-{s}", times))
+        for s, times in enumerate([[10.0] * 5, [10, 10, 90, 10, 10], [100.0] * 5])  # 2 slowed
     ]
-    runs += [
-        study_module.StudyRun("spark", 0.1, 5, s, s, tmp_path / f"spark-{s}") for s in range(3)
-    ]
-    seconds = {"scratch-0": 50.0, "scratch-1": 50.0, "scratch-2": 500.0}  # 10 s an epoch; one slow
-    seconds |= {"spark-seed0": 120.0, "spark-seed1": 900.0, "spark-seed2": 120.0}  # one slow
-    monkeypatch.setattr(study_module, "step_seconds", lambda run_dir: seconds[Path(run_dir).name])
-    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 5 + 12  # medians: 120 s / 10 s
+    runs += [study_module.StudyRun("spark", 0.1, 5, s, s, tmp_path / "x") for s in range(3)]
+    run("pretrain/spark-seed0", [21.0] * 6)
+    run("pretrain/spark-seed1", [21, 21, 21, 300, 21, 21])  # one epoch slowed: 126 s typical
+    run("pretrain/spark-seed2", [90.0] * 6)  # a whole run slowed
+    assert study_module.step_seconds(tmp_path / "pretrain/spark-seed1") == 405.0  # the clock
+    assert study_module.step_seconds(tmp_path / "pretrain/spark-seed1", typical=True) == 126.0
+    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 5 + 13  # 126 s / 10 s = 12.6
     (match,) = json.loads((tmp_path / "compute_match.json").read_text()).values()
     assert match == {
-        "pretrain_step_s": 120.0,
+        "pretrain_step_s": 126.0,
         "finetune_epoch_step_s": 10.0,
-        "epochs": 17,
+        "epochs": 18,
         "budget": 1.0,
     }
-    seconds["spark-seed0"] = 5000.0  # measured once per study: a later timing moves nothing
-    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 17
+    run("pretrain/spark-seed3", [1.0])  # measured once per study: a later timing moves nothing
+    assert study_module._matched_epochs(tmp_path, runs, 0.1, 5) == 18
 
 
 def test_bootstrap_interval_has_known_answers():
@@ -254,6 +262,7 @@ def test_compute_matching_and_the_pretraining_axis_read_median_step_times(study,
     )
     record["pretraining"] = {f"spark-seed{p}": {"step_s": 120.0} for p in (0, 1)}
     record["pretraining"]["spark-seed2"] = {"step_s": 900.0}  # one run slowed by another job
+    record["pretraining"]["spark-seed1"] = {"step_s": 700.0, "typical_s": 120.0}  # some epochs
     record["compute_match"] = {"labels10-epochs1": {"epochs": 2, "budget": 1.0}}
     points = pretraining_budget_points(record, stored, "delta1")
     assert set(points) == {1.0, 0.1}

@@ -129,18 +129,15 @@ def study_rows(runs: Iterable) -> list[dict]:
             rows.append(row)
             baseline = baseline or members[0].evaluation["rows"].get(MeanDepthBaseline.name)
         if baseline is not None:
-            row = {"label_fraction": fraction, "arm": "mean-depth baseline", "epochs": None}
-            row |= {"n_seeds": 0, "seeds": []}
-            row |= {n: baseline.get(n, math.nan) for n in METRICS}
-            row |= {f"{n}_std": math.nan for n in METRICS}
-            rows.append(row)
+            row = {"label_fraction": fraction, "arm": "mean-depth baseline", "epochs": None,
+                   "n_seeds": 0, "seeds": [], **{f"{n}_std": math.nan for n in METRICS}}  # fmt: skip
+            rows.append(row | {n: baseline.get(n, math.nan) for n in METRICS})
     return rows
 
 
 def _cell(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "–"
-    return f"{mean:.3f}" if not math.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+    std_part = f" ± {std:.3f}" if math.isfinite(std) else ""
+    return f"{mean:.3f}{std_part}" if math.isfinite(mean) else "–"
 
 
 def format_study_table(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> str:
@@ -253,11 +250,13 @@ def study_verdicts(runs: Sequence, design, compute_match: dict | None = None) ->
 
 def pretraining_budget_points(record: dict, runs: Sequence, metric: str = PRIMARY) -> dict:
     """``{label fraction: {arm: [(pretraining min, gain, low, high, budget), ...]}}``: paired gains
-    over scratch (:func:`paired_verdict`) against the median step time of the arm's pretraining
-    runs; SparK's budgets are one arm's points, compute-matched scratch sits at the cost it matched."""
+    over scratch (:func:`paired_verdict`) against the median over the arm's pretraining runs of
+    their typical step time (``typical_s``, see :func:`~depthlib.course.study.typical_seconds`;
+    the sum of their epochs in older files);
+    SparK's budgets are one arm's points, compute-matched scratch sits at the cost it matched."""
     cost: dict[str, list[float]] = {}
     for name, c in (record.get("pretraining") or {}).items():
-        cost.setdefault(name.rsplit("-seed", 1)[0], []).append(c["step_s"])
+        cost.setdefault(name.rsplit("-seed", 1)[0], []).append(c.get("typical_s", c["step_s"]))
     epochs, out = record["study"]["epochs"], {}
     for fraction in record["study"]["label_fractions"]:
         present = sorted({r.arm for r in runs if r.label_fraction == fraction})

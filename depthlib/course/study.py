@@ -217,12 +217,19 @@ def pretrain_name(base: str, budget: float, seed: int) -> str:
     return f"{base}-seed{seed}" if budget == 1 else f"{base}-x{budget:g}-seed{seed}"
 
 
-def step_seconds(run_dir: Path) -> float:
-    """Training-step time of a finished run: the sum of its epochs' step time (no validation)."""
+def step_seconds(run_dir: Path, typical: bool = False) -> float:
+    """Training-step time of a finished run: the sum of its epochs' step time (no validation);
+    ``typical``: the median epoch's × the epochs (see :func:`typical_seconds`)."""
     from depthlib.train.runlog import read_run_rows
 
-    _, rows = read_run_rows(run_dir)
-    return float(sum(row["epoch_time_s"] for row in rows))
+    times = [row["epoch_time_s"] for row in read_run_rows(run_dir)[1]]
+    return typical_seconds(times) if typical else float(sum(times))
+
+
+def typical_seconds(epoch_times) -> float:
+    """What a run costs when nothing else runs: its median epoch time × its epochs. Another job
+    on the machine slows some epochs of a run, and the median of its epochs ignores them."""
+    return float(statistics.median(epoch_times) * len(epoch_times)) if epoch_times else 0.0
 
 
 def compute_matched_epochs(epochs: int, pretrain_s: float, finetune_epoch_s: float) -> int:
@@ -251,10 +258,10 @@ def _matched_epochs(root: Path, runs: list[StudyRun], fraction: float, epochs: i
                 f"compute matching needs scratch and spark×{budget:g} runs at "
                 f"{100 * fraction:g}% labels in the study."
             )
-        # medians over runs: one run slowed by another job on the machine moves nothing
-        per_epoch = statistics.median(step_seconds(r.run_dir) / epochs for r in scratch)
+        # medians over epochs and runs: another job on the machine slows some; they move nothing
+        per_epoch = statistics.median(step_seconds(r.run_dir, True) / epochs for r in scratch)
         pretrain_s = statistics.median(
-            step_seconds(root / "pretrain" / pretrain_name("spark", budget, p)) for p in spark
+            step_seconds(root / "pretrain" / pretrain_name("spark", budget, p), True) for p in spark
         )
         known[key] = {
             "pretrain_step_s": round(pretrain_s, 1),
